@@ -1,0 +1,38 @@
+# Two commands on a fresh machine: `make demo` and `make test`. Both build .venv themselves.
+SHELL := /bin/bash
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV := .venv
+PY := $(VENV)/bin/python
+PIP := $(PY) -m pip --disable-pip-version-check -q
+STAMP := $(VENV)/.installed-$(shell cat pyproject.toml requirements/constraints.txt | sha256sum | cut -c1-12)
+EXTRAS := dev,elpv,vision,text,pretrain
+
+.PHONY: install demo test lint bench clean
+
+$(PY):
+	$(PYTHON) -m venv $(VENV)
+
+# torch first, pinned (a CPU wheel from local disk); then everything else under the lock file.
+$(STAMP): $(PY) pyproject.toml requirements/constraints.txt
+	$(PIP) install torch==2.13.0
+	$(PIP) install -c requirements/constraints.txt -e '.[$(EXTRAS)]'
+	rm -f $(VENV)/.installed-*
+	touch $(STAMP)
+
+install: $(STAMP)
+
+demo: install
+	$(VENV)/bin/modelfab demo
+
+test: install
+	$(PY) -m pytest -q --durations=15 $(PYTEST_ARGS)
+
+lint: install
+	$(VENV)/bin/ruff check modelfab tests bench
+	$(VENV)/bin/mypy modelfab
+
+bench: install
+	$(PY) bench/store.py
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
