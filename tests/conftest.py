@@ -64,6 +64,18 @@ def backend_store(
     st.close()
 
 
+@pytest.fixture(params=["sqlite", "postgresql"])
+def backend_home(
+    request: pytest.FixtureRequest, home: Path, postgres: TemporaryPostgres | None, monkeypatch: pytest.MonkeyPatch
+) -> str:
+    """A fresh MODELFAB_HOME whose database is SQLite or a fresh PostgreSQL database (for CLI tests)."""
+    if request.param == "postgresql":
+        if postgres is None:
+            pytest.skip("no PostgreSQL server binaries on this machine (required in CI)")
+        monkeypatch.setenv("MODELFAB_DB", postgres.create_database())
+    return str(request.param)
+
+
 @dataclass
 class CliResult:
     code: int
@@ -95,8 +107,10 @@ def write_image(path: Path, size: tuple[int, int] = (32, 24), mode: str = "RGB",
         return path
     channels = {"L": 1, "RGB": 3, "RGBA": 4, "CMYK": 4}[mode]
     arr = rng.integers(0, 255, size=(size[1], size[0], channels), dtype=np.uint8)
-    im = Image.fromarray(arr[:, :, :3]).convert("CMYK") if mode == "CMYK" else Image.fromarray(
-        arr[:, :, 0] if channels == 1 else arr
+    im = (
+        Image.fromarray(arr[:, :, :3]).convert("CMYK")
+        if mode == "CMYK"
+        else Image.fromarray(arr[:, :, 0] if channels == 1 else arr)
     )
     im.save(path)
     return path

@@ -16,7 +16,7 @@ def _one_line_error(res, fragment: str) -> None:  # type: ignore[no-untyped-def]
     assert len(lines) == 1 and lines[0].startswith("error: ") and fragment in lines[0], res.err
 
 
-def test_import_folder_show_and_relabel(cli, home: Path, image_folder: Path, tmp_path: Path) -> None:
+def test_import_folder_show_and_relabel(cli, backend_home: str, image_folder: Path, tmp_path: Path) -> None:
     res = cli("data", "import", str(image_folder), "--name", "parts", "--json")
     assert res.code == 0, res.err
     out = json.loads(res.out)
@@ -84,7 +84,7 @@ def test_odd_images_import(cli, home: Path, tmp_path: Path) -> None:
     assert json.loads(res.out)["items"] == 4
 
 
-def test_label_file_errors(cli, home: Path, image_folder: Path, tmp_path: Path) -> None:
+def test_label_file_errors(cli, backend_home: str, image_folder: Path, tmp_path: Path) -> None:
     assert cli("data", "import", str(image_folder), "--name", "p").code == 0
     missing = tmp_path / "missing.csv"
     missing.write_text("key,label\nok/ok00.png,ng\nok/nothere.png,ng\n")
@@ -102,7 +102,7 @@ def test_label_file_errors(cli, home: Path, image_folder: Path, tmp_path: Path) 
     assert [v["version"] for v in info["versions"]] == [1]
 
 
-def test_text_tables(cli, home: Path, tmp_path: Path) -> None:
+def test_text_tables(cli, backend_home: str, tmp_path: Path) -> None:
     csv_path = tmp_path / "reviews.csv"
     csv_path.write_text("text,label\n" + "".join(f"review number {i},{'pos' if i % 2 else 'neg'}\n" for i in range(40)))
     res = cli("data", "import", str(csv_path), "--json")

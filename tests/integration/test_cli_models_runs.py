@@ -28,7 +28,7 @@ def test_models_list_show_lineage(cli, store: Store, image_folder: Path) -> None
     assert "cell-defect" in cli("models", "list").out
 
 
-def test_runs_recorded(cli, home: Path, image_folder: Path) -> None:
+def test_runs_recorded(cli, backend_home: str, image_folder: Path) -> None:
     assert cli("data", "import", str(image_folder), "--name", "p").code == 0
     assert cli("data", "import", str(image_folder / "nothing"), "--name", "q").code == 2
     runs = json.loads(cli("runs", "list", "--json").out)
@@ -39,8 +39,9 @@ def test_runs_recorded(cli, home: Path, image_folder: Path) -> None:
     assert "import" in cli("runs", "list").out
 
 
-def test_doctor(cli, home: Path) -> None:
+def test_doctor(cli, home: Path, backend_home: str) -> None:
     res = cli("doctor", "--json")
     info = json.loads(res.out)
     assert info["database_ok"] and info["schema_revision"] == "0001"
     assert info["home"] == str(home)
+    assert info["database"].startswith(backend_home)
