@@ -1,7 +1,9 @@
 """``modelfab demo``: the factory loop end to end on the embedded default store.
 
 Each issue extends this with its step. Today: import ELPV, relabel a few items (a new version
-with the first as parent), show versions, tasks and the official split, print a summary.
+with the first as parent), show versions, tasks and the official split; register the L0
+EfficientNet-Lite0, tune a few-shot L2 defect model from it, evaluate it on the test split, draw
+the lineage and print a summary.
 """
 
 from __future__ import annotations
@@ -28,7 +30,10 @@ def _timed(steps: list[tuple[str, float, str]], name: str, fn: Callable[[], Any]
     return result
 
 
-def demo(name: str = typer.Option("elpv", help="Dataset name for ELPV.")) -> None:
+def demo(
+    name: str = typer.Option("elpv", help="Dataset name for ELPV."),
+    shots: int = typer.Option(20, help="Labeled train images per class for the scenario model."),
+) -> None:
     """Run the main job end to end on the configured store (default: SQLite under ~/.modelfab)."""
     st = store()
     console.rule("[bold]modelfab demo")
@@ -74,12 +79,39 @@ def demo(name: str = typer.Option("elpv", help="Dataset name for ELPV.")) -> Non
     for v in info["versions"]:
         vt.add_row(str(v["version"]), str(ids.get(v["parent_id"], "-")), str(v["items"]), v["hash"][:12], v["message"])
     console.print(vt)
+    from modelfab.evaluate.model_eval import evaluate_model
+    from modelfab.tune import TuneConfig, tune
+    from modelfab.zoo.registry import register_foundation
+
+    l0 = _timed(
+        steps,
+        "register L0",
+        lambda: register_foundation(st, "efficientnet-lite0")[0],
+        lambda m: f"{m.name} ({m.params:,} params)",
+    )
+    cfg = TuneConfig(labels="elpv-defect", shots=shots, method="probe")
+    l2 = _timed(
+        steps,
+        f"tune L2 ({shots} labels/class)",
+        lambda: tune(st, base=l0.id, data=second.ref, name="solar-cell-defect", cfg=cfg),
+        lambda r: f"{r.model.name}:{r.model.version} val AUROC {r.val_metrics.get('auroc', 0):.3f}",
+    )
+    ev = _timed(
+        steps,
+        "evaluate on test",
+        lambda: evaluate_model(st, l2.model.id, f"{second.ref}:test"),
+        lambda e: f"AUROC {e.result.metrics.auroc:.3f}, AP {e.result.metrics.ap:.3f}",
+    )
+    from modelfab.cli.models import lineage_
+
+    lineage_(l2.model.id, as_json=False)
     summary = Table(title="summary")
     for col in ("step", "seconds", "result"):
         summary.add_column(col)
     for step, secs, note in steps:
         summary.add_row(step, f"{secs:.2f}", note)
     console.print(summary)
+    console.print(f"split hash {info['split_info'].get('hash')}; report: {ev.report_dir / 'report.html'}")
     console.print(
-        f"split hash {info['split_info'].get('hash')}; next: `modelfab data show {name}`, `modelfab runs list`"
+        f"next: `modelfab models show {l2.model.name}`, `modelfab evaluate {l2.model.name} --data {second.ref}:test`"
     )

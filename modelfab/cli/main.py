@@ -8,7 +8,7 @@ import click
 import typer
 from pydantic import ValidationError
 
-from modelfab.cli import data, demo, doctor, models, runs
+from modelfab.cli import adapt, data, demo, doctor, models, pretrain, runs, tune, zoo
 from modelfab.core.errors import ModelfabError
 
 app = typer.Typer(
@@ -22,6 +22,13 @@ app.command("doctor")(doctor.doctor)
 app.command("demo")(demo.demo)
 app.add_typer(data.app, name="data")
 app.add_typer(models.app, name="models")
+models.app.command("add-foundation")(zoo.add_foundation)
+models.app.command("zoo")(zoo.zoo_list)
+app.command("adapt")(adapt.adapt)
+app.command("tune")(tune.tune)
+app.command("evaluate")(tune.evaluate)
+app.add_typer(tune.strategies_app, name="strategies")
+app.command("pretrain")(pretrain.pretrain)
 app.add_typer(runs.app, name="runs")
 
 

@@ -127,6 +127,16 @@ def set_alias(store: Store, ref: str, alias: str) -> Model:
     return model
 
 
+def update_metrics(store: Store, model_id: str, key: str, value: Any) -> Model:
+    """Set ``metrics[key]`` of a model (evaluation results are added after registration)."""
+    with store.transaction() as s:
+        model = s.get(Model, model_id)
+        if model is None:
+            raise NotFoundError(f"unknown model {model_id!r}")
+        model.metrics = {**(model.metrics or {}), key: value}
+    return model
+
+
 def model_card(store: Store, ref: str) -> dict[str, Any]:
     model = get_model(store, ref)
     if not model.card_digest:

@@ -1,0 +1,47 @@
+"""Shared benchmark helpers: result files that resume per cell, confidence intervals, the machine."""
+
+from __future__ import annotations
+
+import json
+import math
+import statistics
+from pathlib import Path
+from typing import Any
+
+from modelfab.core.machine import describe_machine
+
+# two-sided 95% Student t quantiles by degrees of freedom
+_T95 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306, 9: 2.262, 10: 2.228}
+
+
+def mean_ci(values: list[float]) -> tuple[float, float]:
+    """Mean and half-width of the 95% t interval (0 for a single value)."""
+    if not values:
+        return math.nan, math.nan
+    m = statistics.fmean(values)
+    if len(values) < 2:
+        return m, 0.0
+    t = _T95.get(len(values) - 1, 1.96)
+    return m, t * statistics.stdev(values) / math.sqrt(len(values))
+
+
+class ResultFile:
+    """A JSON result file with a ``cells`` dict, written atomically after every finished cell."""
+
+    def __init__(self, path: Path, header: dict[str, Any]) -> None:
+        self.path = path
+        self.data: dict[str, Any] = {"machine": describe_machine(), **header, "cells": {}}
+        if path.exists():
+            old = json.loads(path.read_text())
+            if all(old.get(k) == v for k, v in header.items()):
+                self.data["cells"] = old.get("cells", {})
+
+    def done(self, key: str) -> bool:
+        return key in self.data["cells"]
+
+    def put(self, key: str, value: dict[str, Any]) -> None:
+        self.data["cells"][key] = value
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = self.path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(self.data, indent=1, default=str))
+        tmp.replace(self.path)

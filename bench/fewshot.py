@@ -1,0 +1,263 @@
+"""Few-shot benchmark on ELPV (elpv-defect, official split): test AUROC, AP and recall at
+precision 0.9 (threshold from validation) versus labels per class, mean and 95% interval over seeds.
+
+Arms
+  probe     L2 from the L0 (EfficientNet-Lite0): logistic regression on cached frozen features
+  lora      L2 from the L0 with PEFT LoRA rank 4 (1x1 convs), at --train-size pixels
+  full      L2 from the L0, full fine-tuning, at --train-size pixels
+  l1-probe  L2 from an L1 (--l1 MODEL, e.g. from `modelfab adapt`), probe
+  scratch   a small CNN trained from scratch on the same labels (the "small industry model")
+  auto      `tune --auto`: the strategy pool ranks recipes (it has seen the other arms' runs)
+
+Resumable: every finished (arm, size, seed) cell is saved to bench/results/fewshot.json at once.
+Usage: python bench/fewshot.py [--arms probe,scratch,auto] [--sizes 10,20,30,40] [--seeds 5]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from rich.console import Console
+from rich.table import Table
+from torch import Tensor, nn
+
+sys.path.insert(0, str(Path(__file__).parent))
+from common import ResultFile, mean_ci
+
+from modelfab.core.config import Settings
+from modelfab.data import import_elpv
+from modelfab.evaluate import choose_threshold_for_precision, choose_threshold_for_recall, compute_metrics
+from modelfab.store.store import Store
+from modelfab.tune import TuneConfig, load_scenario, tune
+from modelfab.tune.auto import auto_tune
+from modelfab.tune.data import TaskData, item_inputs, load_task_data
+from modelfab.zoo.registry import register_foundation
+
+TASK = "elpv-defect"
+OUT = Path(__file__).parent / "results" / "fewshot.json"
+HOME = Path(os.environ.get("MODELFAB_BENCH_HOME", Path(__file__).parent / ".home"))
+
+
+def bench_store() -> Store:
+    st = Store(Settings(home=HOME, db_url=f"sqlite:///{HOME / 'modelfab.db'}", artifacts_url=str(HOME / "artifacts")))
+    import_elpv(st, "elpv")
+    register_foundation(st, "efficientnet-lite0", name="lite0")
+    return st
+
+
+def test_metrics(y_test: np.ndarray, p_test: np.ndarray, y_val: np.ndarray, p_val: np.ndarray) -> dict[str, float]:
+    """AUROC, AP and recall at precision 0.9 with the threshold chosen on validation."""
+    thr = choose_threshold_for_precision(y_val, p_val[:, 1], 0.9, strict=False)
+    m = compute_metrics(y_test, p_test, ["normal", "defective"], positive=1, precision_thresholds={0.9: thr})
+    return {
+        "auroc": float(m.auroc or 0.0),
+        "ap": float(m.ap or 0.0),
+        "recall@p0.9": float(m.recall_at_precision[0].achieved.recall),
+    }
+
+
+def eval_l2(st: Store, model_id: str, data: TaskData) -> dict[str, float]:
+    sc = load_scenario(st, model_id)
+    p_val = sc.predict_rows(st, data.split("val").rows, "image").numpy()
+    p_test = sc.predict_rows(st, data.split("test").rows, "image").numpy()
+    return test_metrics(data.split("test").y.numpy(), p_test, data.split("val").y.numpy(), p_val)
+
+
+class SmallCNN(nn.Module):
+    """Four conv blocks (16-32-64-128 channels), global average pooling, linear head: 0.1M params."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        layers: list[nn.Module] = []
+        cin = 1
+        for cout in (16, 32, 64, 128):
+            layers += [nn.Conv2d(cin, cout, 3, padding=1), nn.BatchNorm2d(cout), nn.ReLU(), nn.MaxPool2d(2)]
+            cin = cout
+        self.features = nn.Sequential(*layers)
+        self.head = nn.Linear(128, 2)
+
+    def forward(self, x: Tensor) -> Tensor:  # (N, 1, S, S) -> (N, 2)
+        return self.head(self.features(x).mean(dim=(2, 3)))
+
+
+def _gray(st: Store, rows: list[Any], size: int) -> Tensor:
+    imgs = item_inputs(st, rows, "image")
+    x = torch.stack([torch.from_numpy(np.ascontiguousarray(i[:, :, 0])).float() for i in imgs]).unsqueeze(1) / 255.0
+    x = F.interpolate(x, size=(size, size), mode="bilinear", antialias=True, align_corners=False)
+    return (x - 0.5) / 0.25  # (N, 1, S, S)
+
+
+def scratch_cell(st: Store, data: TaskData, seed: int, size: int = 128, epochs: int = 60) -> dict[str, float]:
+    """Train SmallCNN on the few-shot train items; early stopping on validation loss."""
+    torch.manual_seed(seed)
+    gen = torch.Generator().manual_seed(seed)
+    xtr, ytr = _gray(st, data.split("train").rows, size), data.split("train").y
+    xva, yva = _gray(st, data.split("val").rows, size), data.split("val").y
+    xte, yte = _gray(st, data.split("test").rows, size), data.split("test").y
+    net = SmallCNN()
+    opt = torch.optim.AdamW(net.parameters(), lr=2e-3, weight_decay=1e-3)
+    counts = torch.bincount(ytr, minlength=2).float()
+    weights = counts.sum() / (2 * counts)
+    best, best_state, bad = float("inf"), None, 0
+    for _ in range(epochs):
+        net.train()
+        order = torch.randperm(len(ytr), generator=gen)
+        for start in range(0, len(ytr), 16):
+            idx = order[start : start + 16]
+            xb = xtr[idx]
+            flip = torch.rand(len(idx), generator=gen) < 0.5
+            xb = torch.where(flip.view(-1, 1, 1, 1), xb.flip(-1), xb)
+            loss = F.cross_entropy(net(xb), ytr[idx], weight=weights)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+        net.eval()
+        with torch.no_grad():
+            val = F.cross_entropy(net(xva), yva, weight=weights).item()
+        if val < best - 1e-4:
+            best, best_state, bad = val, {k: v.clone() for k, v in net.state_dict().items()}, 0
+        else:
+            bad += 1
+            if bad >= 10:
+                break
+    if best_state is not None:
+        net.load_state_dict(best_state)
+    net.eval()
+    with torch.no_grad():
+        p_val, p_test = torch.softmax(net(xva), 1).numpy(), torch.softmax(net(xte), 1).numpy()
+    _ = choose_threshold_for_recall  # same threshold policy module as the L2s
+    return test_metrics(yte.numpy(), p_test, yva.numpy(), p_val)
+
+
+def run_cell(st: Store, arm: str, shots: int, seed: int, args: argparse.Namespace) -> dict[str, Any]:
+    data = load_task_data(st, "elpv", TASK, shots=shots, seed=seed)
+    t0 = time.perf_counter()
+    name = f"bench-{arm}-{shots}-{seed}"
+    if arm == "scratch":
+        out = scratch_cell(st, data, seed)
+    elif arm == "auto":
+        res = auto_tune(
+            st,
+            base="lite0",
+            data="elpv",
+            name=name,
+            budget_s=args.auto_budget,
+            top=2,
+            optuna_trials=2,
+            cfg=TuneConfig(labels=TASK, shots=shots, seed=seed),
+        )
+        out = {**eval_l2(st, res.model.id, data), "recipe": res.best.recipe or ""}
+    else:
+        base = args.l1 if arm == "l1-probe" else "lite0"
+        method = {"probe": "probe", "l1-probe": "probe", "lora": "lora", "full": "full"}[arm]
+        cfg = TuneConfig(
+            labels=TASK,
+            shots=shots,
+            seed=seed,
+            method=method,
+            image_size=None if method == "probe" else args.train_size,
+            epochs=8,
+            val_max=96,
+            lr=1e-3 if method == "lora" else 3e-4,
+        )
+        res = tune(st, base=base, data="elpv", name=name, cfg=cfg)
+        out = eval_l2(st, res.model.id, data)
+        if method != "probe":
+            out["epoch_seconds"] = res.outcome.seconds / max(res.outcome.epochs, 1)
+    out["seconds"] = time.perf_counter() - t0
+    return out
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--arms", default="probe,scratch,auto")
+    ap.add_argument("--sizes", default="10,20,30,40")
+    ap.add_argument("--seeds", type=int, default=5)
+    ap.add_argument("--train-size", type=int, default=160, help="input side for lora/full arms")
+    ap.add_argument("--auto-budget", type=float, default=120.0)
+    ap.add_argument("--l1", default=None, help="an L1 model for the l1-probe arm")
+    ap.add_argument("--out", type=Path, default=OUT)
+    args = ap.parse_args()
+    arms = args.arms.split(",")
+    sizes = [int(s) for s in args.sizes.split(",")]
+    seeds = list(range(args.seeds))
+    console = Console()
+    st = bench_store()
+    dv = st.get_dataset_version("elpv")
+    results = ResultFile(
+        args.out,
+        {"benchmark": "fewshot", "task": TASK, "split_hash": dv.split_info["hash"], "dataset": f"elpv@{dv.version}"},
+    )
+    for arm in arms:
+        if arm == "l1-probe" and not args.l1:
+            console.print("[yellow]l1-probe skipped: no --l1 model given")
+            continue
+        for shots in sizes:
+            for seed in seeds:
+                key = f"{arm}/{shots}/{seed}"
+                if results.done(key):
+                    continue
+                cell = run_cell(st, arm, shots, seed, args)
+                results.put(key, {"arm": arm, "shots": shots, "seed": seed, **cell})
+                console.print(f"{key}: auroc {cell['auroc']:.3f} ap {cell['ap']:.3f} ({cell['seconds']:.0f} s)")
+    report(results.data, console, args.out.with_suffix(".png"))
+    return 0
+
+
+def report(data: dict[str, Any], console: Console, png: Path) -> None:
+    cells = list(data["cells"].values())
+    arms = sorted(
+        {c["arm"] for c in cells},
+        key=lambda a: (
+            ["probe", "l1-probe", "lora", "full", "auto", "scratch"].index(a)
+            if a in ["probe", "l1-probe", "lora", "full", "auto", "scratch"]
+            else 99
+        ),
+    )
+    sizes = sorted({c["shots"] for c in cells})
+    table = Table(title=f"few-shot {data['task']} (test split, split {data['split_hash']}): mean ± 95% CI over seeds")
+    table.add_column("arm")
+    table.add_column("metric")
+    for s in sizes:
+        table.add_column(f"{s}/class", justify="right")
+    curves: dict[str, list[tuple[int, float, float]]] = {}
+    for arm in arms:
+        for metric in ("auroc", "ap", "recall@p0.9"):
+            row = []
+            for s in sizes:
+                vals = [c[metric] for c in cells if c["arm"] == arm and c["shots"] == s]
+                m, h = mean_ci(vals)
+                row.append(f"{m:.3f} ± {h:.3f} (n={len(vals)})" if vals else "-")
+                if metric == "auroc" and vals:
+                    curves.setdefault(arm, []).append((s, m, h))
+            table.add_row(arm, metric, *row)
+    console.print(table)
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for arm, pts in curves.items():
+        xs, ms, hs = zip(*pts, strict=True)
+        ax.errorbar(xs, ms, yerr=hs, marker="o", capsize=3, label=arm)
+    ax.set_xlabel("labeled train images per class")
+    ax.set_ylabel("test AUROC")
+    ax.set_title(f"ELPV {data['task']}: few-shot L2 vs baselines")
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(png, dpi=120)
+    console.print(f"wrote {png}")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,67 @@
+"""Typed configuration of a tune run (validated at the edge, saved with the model)."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+TaskKind = Literal["image-classification", "image-defect", "text-classification"]
+Method = Literal["probe", "lora", "partial", "full"]
+
+
+class TuneConfig(BaseModel):
+    """How to train an L2 scenario model from an L0/L1 base."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    task: TaskKind | None = None
+    """Task kind; default from the data: images + two classes -> image-defect."""
+    labels: str | None = None
+    """Label view (task) of the dataset version, e.g. elpv-defect; default its first one."""
+    method: Method = "probe"
+    """probe (frozen features), lora (PEFT adapters), partial (last blocks), full."""
+    shots: int | None = Field(default=None, ge=1)
+    """Draw this many labeled train items per class (seeded); default all train labels."""
+    seed: int = 0
+    """Seed of the few-shot draw, the initialisation and the augmentations."""
+    head: Literal["linear", "mlp"] = "linear"
+    """Task head on the embedding."""
+    hidden: int = Field(default=256, ge=8)
+    """Hidden width of the MLP head."""
+    epochs: int = Field(default=15, ge=1)
+    """Maximum epochs (probe: full-batch steps x 20)."""
+    lr: float = Field(default=1e-3, gt=0)
+    """Learning rate of the head (backbone parameters use lr * backbone_lr_scale)."""
+    backbone_lr_scale: float = Field(default=0.3, gt=0)
+    """Backbone learning rate relative to the head's (lora, partial, full)."""
+    weight_decay: float = Field(default=1e-4, ge=0)
+    """AdamW weight decay."""
+    batch_size: int = Field(default=16, ge=1)
+    """Mini-batch size (lora, partial, full)."""
+    lora_rank: int = Field(default=4, ge=1)
+    """LoRA rank on the 1x1 convolutions and linear layers."""
+    lora_alpha: int = Field(default=8, gt=0)
+    """LoRA scaling numerator (scale = alpha / rank)."""
+    partial_blocks: int = Field(default=2, ge=1)
+    """partial: train the last k blocks of the backbone (and what follows them)."""
+    image_size: int | None = Field(default=None, ge=32, le=1024)
+    """Vision input side; default the base's native size (lower it to go faster)."""
+    augment: Literal["none", "light", "strong"] = "light"
+    """Augmentation policy for trained backbones (flips, brightness/contrast, noise)."""
+    class_weight: Literal["balanced", "none"] = "balanced"
+    """Class weighting of the loss (balanced: inverse frequency)."""
+    patience: int = Field(default=4, ge=1)
+    """Early stopping: epochs without a better validation loss."""
+    target_recall: float = Field(default=0.95, gt=0, le=1)
+    """image-defect: the operating threshold reaches this recall on the validation split."""
+    val_max: int = Field(default=128, ge=8)
+    """Validation items used for the per-epoch early-stopping loss (all of them set the threshold)."""
+    max_seconds: float | None = Field(default=None, gt=0)
+    """Stop training after this many seconds (the best state so far is kept)."""
+
+    @model_validator(mode="after")
+    def _check(self) -> TuneConfig:
+        if self.method == "probe" and self.augment == "strong":
+            raise ValueError("augment: probe trains on cached frozen features; augmentation does not apply")
+        return self

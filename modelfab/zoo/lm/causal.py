@@ -1,0 +1,99 @@
+"""A causal language model (transformers ``AutoModelForCausalLM``) as a backbone.
+
+``embed``: attention-masked mean of the last hidden states (N, D); ``features``: the last hidden
+states (N, T, D) and the next-token ``logits``.  ``rebuild_files`` exports config and tokenizer so
+a stored copy reloads from the artifact store without the original files.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from modelfab.core.errors import DataError, MissingExtraError
+from modelfab.zoo.base import InputSpec, Source
+
+
+def import_transformers() -> Any:
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    try:
+        import transformers
+    except ImportError:
+        raise MissingExtraError("transformers", "text") from None
+    return transformers
+
+
+def export_files(model: Any, tokenizer: Any) -> dict[str, bytes]:
+    """Config + tokenizer files (no weights) of a transformers model, as name -> bytes."""
+    with tempfile.TemporaryDirectory(prefix="modelfab-export-") as tmp:
+        model.config.save_pretrained(tmp)
+        if tokenizer is not None:
+            tokenizer.save_pretrained(tmp)
+        return {p.name: p.read_bytes() for p in Path(tmp).iterdir() if p.is_file()}
+
+
+def masked_mean(hidden: Tensor, mask: Tensor) -> Tensor:
+    """(N, T, D) states, (N, T) mask -> (N, D) mean over unmasked positions."""
+    weights = mask.unsqueeze(-1).to(hidden.dtype)  # (N, T, 1)
+    return (hidden * weights).sum(1) / weights.sum(1).clamp_min(1.0)
+
+
+class CausalLMBackbone:
+    """Backbone protocol over a transformers causal LM and its tokenizer."""
+
+    def __init__(self, name: str, config: dict[str, Any], model: Any, tokenizer: Any, source: Source,
+                 max_length: int = 512, languages: tuple[str, ...] = ("en",)):
+        if tokenizer is None:
+            raise DataError(f"{name}: a causal LM backbone needs a tokenizer")
+        self.name = name
+        self.config = config
+        self.module = model
+        self.tokenizer = tokenizer
+        if tokenizer.pad_token is None:
+            tokenizer.pad_token = tokenizer.eos_token
+        self.embed_dim = int(model.config.hidden_size)
+        self.input_spec = InputSpec("lm", max_length=max_length, languages=languages)
+        self.source = source
+        model.eval()
+
+    def preprocess(self, items: Sequence[Any]) -> dict[str, Tensor]:
+        """Texts -> ``input_ids`` / ``attention_mask`` (N, T), right-padded and truncated."""
+        texts = [str(t) for t in items]
+        if not texts:
+            raise DataError("empty text batch")
+        enc = self.tokenizer(texts, padding=True, truncation=True, max_length=self.input_spec.max_length,
+                             return_tensors="pt")
+        return {"input_ids": enc["input_ids"], "attention_mask": enc["attention_mask"]}
+
+    def _run(self, batch: dict[str, Tensor]) -> Any:
+        return self.module(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
+                           output_hidden_states=True)
+
+    def embed(self, batch: dict[str, Tensor]) -> Tensor:  # -> (N, D)
+        out = self._run(batch)
+        return masked_mean(out.hidden_states[-1], batch["attention_mask"])
+
+    def features(self, batch: dict[str, Tensor], names: Iterable[str] | None = None) -> dict[str, Tensor]:
+        """``tokens`` (N, T, D) last hidden states, ``logits`` (N, T, V), ``pooled`` (N, D)."""
+        out = self._run(batch)
+        hidden = out.hidden_states[-1]
+        feats = {"tokens": hidden, "logits": out.logits, "pooled": masked_mean(hidden, batch["attention_mask"])}
+        return feats if names is None else {k: feats[k] for k in names}
+
+    def generate(self, prompt: str, max_new_tokens: int = 32) -> str:
+        """Greedy completion of ``prompt`` (for smoke checks and demos)."""
+        enc = self.tokenizer([prompt], return_tensors="pt")
+        with torch.inference_mode():
+            out = self.module.generate(**enc, max_new_tokens=max_new_tokens, do_sample=False,
+                                       pad_token_id=self.tokenizer.pad_token_id)
+        return str(self.tokenizer.decode(out[0][enc["input_ids"].shape[1]:], skip_special_tokens=True))
+
+    def rebuild_files(self) -> dict[str, bytes]:
+        return export_files(self.module, self.tokenizer)

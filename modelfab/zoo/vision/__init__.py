@@ -1,0 +1,1 @@
+"""vision backbones."""

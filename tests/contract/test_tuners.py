@@ -1,0 +1,79 @@
+"""Every tuning method passes the same suite on tiny real models: trains, registers with lineage,
+reloads to the same predictions, stores only its delta."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from modelfab.core.catalog import contract_params
+from modelfab.core.errors import ConfigError
+from modelfab.store.store import Store
+from modelfab.tune import METHODS, TuneConfig, load_scenario, tune
+from modelfab.tune.data import item_inputs
+from tests.tune_fixtures import tiny_image_store, tiny_text_store
+
+
+@pytest.fixture(scope="module")
+def image_store(tmp_path_factory: pytest.TempPathFactory) -> Store:
+    tmp = tmp_path_factory.mktemp("tune-img")
+    return tiny_image_store(tmp / "home", tmp)
+
+
+@pytest.fixture(scope="module")
+def text_store(tmp_path_factory: pytest.TempPathFactory) -> Store:
+    tmp = tmp_path_factory.mktemp("tune-txt")
+    return tiny_text_store(tmp / "home", tmp)
+
+
+@pytest.mark.parametrize("entry", contract_params(METHODS))
+def test_vision_method_contract(entry, image_store: Store) -> None:  # type: ignore[no-untyped-def]
+    cfg = TuneConfig(method=entry.name, epochs=2, batch_size=8, partial_blocks=2, patience=2)
+    res = tune(image_store, base="lite0-64", data="blobs", name=f"blobs-{entry.name}", cfg=cfg)
+    model = res.model
+    base = image_store.get_model("lite0-64")
+    assert model.tier == "L2" and model.parent_id == base.id and model.task == "image-defect"
+    assert model.dataset_version_id == image_store.get_dataset_version("blobs@1").id
+    assert model.config["method"] == entry.name and "val" in model.metrics
+    # reload from the registry: the same probabilities as the trained network on validation items
+    scenario = load_scenario(image_store, model.id)
+    rows = [r for r in image_store.version_items("blobs") if r.split == "val"]
+    probs = scenario.predict_proba(item_inputs(image_store, rows, "image"))
+    assert probs.shape == (len(rows), 2) and torch.allclose(probs.sum(1), torch.ones(len(rows)), atol=1e-5)
+    acc = float((probs.argmax(1) == torch.tensor([scenario.classes.index(r.labels["label"]) for r in rows])).float().mean())
+    assert abs(acc - res.val_metrics["accuracy"]) < 1e-6
+    assert scenario.threshold is not None and 0.0 <= scenario.threshold <= 1.0
+    frac = res.trainable_fraction
+    full_bytes = 4 * base.params
+    if entry.name == "probe":
+        assert frac == 0.0 and res.artifact_bytes < 0.01 * full_bytes
+    elif entry.name == "lora":
+        assert 0.01 <= frac <= 0.06, frac  # rank 4 on the 1x1 convs
+        assert res.artifact_bytes <= 0.10 * full_bytes
+    elif entry.name == "partial":
+        assert 0.0 < frac < 1.0
+    else:
+        assert frac == pytest.approx(1.0) and res.artifact_bytes >= 0.9 * full_bytes
+
+
+@pytest.mark.parametrize("method", ["probe", "lora", "full"])
+def test_text_method_contract(method: str, text_store: Store) -> None:
+    res = tune(text_store, base="tiny-bert", data="reviews", name=f"rev-{method}",
+               cfg=TuneConfig(method=method, epochs=2, batch_size=8))
+    assert res.model.task == "text-classification"
+    scenario = load_scenario(text_store, res.model.id)
+    probs = scenario.predict_proba(["good product 1", "bad product 2"])
+    assert probs.shape == (2, 2)
+
+
+def test_partial_needs_blocks(text_store: Store) -> None:
+    with pytest.raises(ConfigError, match="partial_blocks"):
+        tune(text_store, base="tiny-bert", data="reviews", name="rev-partial",
+             cfg=TuneConfig(method="partial", partial_blocks=5, epochs=1))
+
+
+def test_unsupported_pair(image_store: Store, text_store: Store, tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="text-classification does not fit image"):
+        tune(image_store, base="lite0-64", data="blobs", name="x", cfg=TuneConfig(task="text-classification"))
