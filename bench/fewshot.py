@@ -17,6 +17,8 @@ from __future__ import annotations
 
 import argparse
 import os
+import resource
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -88,14 +90,26 @@ class SmallCNN(nn.Module):
         return self.head(self.features(x).mean(dim=(2, 3)))
 
 
+_GRAY: dict[tuple[str, int], Tensor] = {}
+
+
 def _gray(st: Store, rows: list[Any], size: int) -> Tensor:
+    """(N, 1, S, S) normalised grayscale images, decoded once per process."""
+    missing = [r for r in rows if (r.content_hash, size) not in _GRAY]
+    if missing:
+        for r, x in zip(missing, _decode(st, missing, size), strict=True):
+            _GRAY[(r.content_hash, size)] = x
+    return torch.stack([_GRAY[(r.content_hash, size)] for r in rows])
+
+
+def _decode(st: Store, rows: list[Any], size: int) -> Tensor:
     imgs = item_inputs(st, rows, "image")
     x = torch.stack([torch.from_numpy(np.ascontiguousarray(i[:, :, 0])).float() for i in imgs]).unsqueeze(1) / 255.0
     x = F.interpolate(x, size=(size, size), mode="bilinear", antialias=True, align_corners=False)
     return (x - 0.5) / 0.25  # (N, 1, S, S)
 
 
-def scratch_cell(st: Store, data: TaskData, seed: int, size: int = 128, epochs: int = 60) -> dict[str, float]:
+def scratch_cell(st: Store, data: TaskData, seed: int, size: int = 128, epochs: int = 40) -> dict[str, float]:
     """Train SmallCNN on the few-shot train items; early stopping on validation loss."""
     torch.manual_seed(seed)
     gen = torch.Generator().manual_seed(seed)
@@ -185,6 +199,8 @@ def main() -> int:
     ap.add_argument("--auto-budget", type=float, default=120.0)
     ap.add_argument("--l1", default=None, help="an L1 model for the l1-probe arm")
     ap.add_argument("--out", type=Path, default=OUT)
+    ap.add_argument("--isolate", action="store_true", help="run each cell in a subprocess (records peak RSS)")
+    ap.add_argument("--cell", default=None, help=argparse.SUPPRESS)  # internal: run one ARM/SHOTS/SEED cell
     args = ap.parse_args()
     arms = args.arms.split(",")
     sizes = [int(s) for s in args.sizes.split(",")]
@@ -203,12 +219,22 @@ def main() -> int:
         for shots in sizes:
             for seed in seeds:
                 key = f"{arm}/{shots}/{seed}"
+                if args.cell and key != args.cell:
+                    continue
                 if results.done(key):
                     continue
-                cell = run_cell(st, arm, shots, seed, args)
-                results.put(key, {"arm": arm, "shots": shots, "seed": seed, **cell})
+                if args.isolate and not args.cell:
+                    cmd = [sys.executable, __file__, *sys.argv[1:], "--cell", key]
+                    subprocess.run(cmd, check=True)
+                    results = ResultFile(args.out, results.header)
+                    cell = results.data["cells"][key]
+                else:
+                    cell = run_cell(st, arm, shots, seed, args)
+                    cell["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+                    results.put(key, {"arm": arm, "shots": shots, "seed": seed, **cell})
                 console.print(f"{key}: auroc {cell['auroc']:.3f} ap {cell['ap']:.3f} ({cell['seconds']:.0f} s)")
-    report(results.data, console, args.out.with_suffix(".png"))
+    if not args.cell:
+        report(results.data, console, args.out.with_suffix(".png"))
     return 0
 
 
@@ -240,6 +266,21 @@ def report(data: dict[str, Any], console: Console, png: Path) -> None:
                     curves.setdefault(arm, []).append((s, m, h))
             table.add_row(arm, metric, *row)
     console.print(table)
+    cost = Table(title="cost per cell (this machine): seconds per epoch, wall seconds, peak RSS")
+    for col in ("arm", "cells", "s/epoch", "wall s", "peak RSS MB"):
+        cost.add_column(col)
+    for arm in arms:
+        mine = [c for c in cells if c["arm"] == arm]
+        per_epoch = [c["epoch_seconds"] for c in mine if "epoch_seconds" in c]
+        rss = [c["peak_rss_mb"] for c in mine if "peak_rss_mb" in c]
+        cost.add_row(
+            arm,
+            str(len(mine)),
+            f"{mean_ci(per_epoch)[0]:.1f}" if per_epoch else "-",
+            f"{mean_ci([c['seconds'] for c in mine])[0]:.0f}",
+            f"{max(rss):.0f}" if rss else "-",
+        )
+    console.print(cost)
     import matplotlib
 
     matplotlib.use("Agg")

@@ -149,7 +149,7 @@ def ensure_base(st: Store, arm: str, args: argparse.Namespace, console: Console)
             objective="simcse",
             steps=args.simcse_steps,
             batch_size=32,
-            lr=3e-5,
+            lr=5e-5,
             warmup_steps=10,
             max_length=64,
             split=None,
@@ -241,9 +241,9 @@ def main() -> int:
     ap.add_argument("--lora-sizes", default="10,40", help="sizes for smollm2-lora (slow)")
     ap.add_argument("--lora-seeds", type=int, default=2)
     ap.add_argument("--lora-epochs", type=int, default=4)
-    ap.add_argument("--lora-max-seconds", type=float, default=240.0)
+    ap.add_argument("--lora-max-seconds", type=float, default=180.0)
     ap.add_argument("--simcse-steps", type=int, default=150)
-    ap.add_argument("--simcse-budget", type=float, default=480.0)
+    ap.add_argument("--simcse-budget", type=float, default=360.0)
     ap.add_argument("--per-class", type=int, default=1000)
     ap.add_argument("--pool-per-class", type=int, default=4000)
     ap.add_argument("--threads", type=int, default=2)

@@ -45,9 +45,9 @@ def run_dir_for(store: Store, name: str) -> Path:
 def _load_base(store: Store, base: str) -> tuple[Any, Model]:
     try:
         return load_registered(store, base)
-    except NotFoundError:
+    except NotFoundError as exc:
         hint = f"; register it first: modelfab models add-foundation {base}" if base in BACKBONES else ""
-        raise NotFoundError(f"unknown base model {base!r}{hint}") from None
+        raise NotFoundError(f"base: {exc}{hint}") from None
 
 
 def _load_items(store: Store, data: str, modality: str, cfg: AdaptConfig) -> tuple[list[Any], Any]:
@@ -129,7 +129,8 @@ def adapt_model(
     meta = {"base": base_model.id, "data": data_ref, "name": name}
     result = train(objective, cfg, run_dir, resume=resume, log=log, tick=on_step if tick else None, extra_meta=meta)
     adapted = objective.finalize()
-    png = plot_losses(result.losses, run_dir / "loss.png", title=f"{name}: {objective.__class__.__name__}")
+    kind = getattr(objective, "objective", cfg.objective)
+    png = plot_losses(result.losses, run_dir / "loss.png", title=f"{name}: {kind} loss")
     report = {
         "base": base_model.id, "data": data_ref, "items": len(items), "steps": result.steps_done,
         "stopped": result.stopped, "train_seconds": round(result.elapsed_s, 1),

@@ -162,6 +162,19 @@ def describe(ref: str) -> dict[str, Any]:
     }
 
 
+def versions_table(versions: list[dict[str, Any]]) -> Table:
+    """A dataset's version history (from :func:`describe`) as a table."""
+    table = Table(title="versions")
+    for col in ("version", "parent", "items", "hash", "message"):
+        table.add_column(col)
+    ids = {v["id"]: v["version"] for v in versions}
+    for v in versions:
+        table.add_row(
+            str(v["version"]), str(ids.get(v["parent_id"], "-")), str(v["items"]), v["hash"][:12], v["message"]
+        )
+    return table
+
+
 @app.command("show")
 def show(
     ref: str = typer.Argument(..., help="DATASET or DATASET@version."),
@@ -194,13 +207,7 @@ def show(
         if t["hidden"]:
             table.add_row("(labels hidden: imported --unlabeled)", "-")
         console.print(table)
-    vt = Table(title="versions")
-    for col in ("version", "parent", "items", "hash", "message"):
-        vt.add_column(col)
-    ids = {v["id"]: v["version"] for v in info["versions"]}
-    for v in info["versions"]:
-        vt.add_row(str(v["version"]), str(ids.get(v["parent_id"], "-")), str(v["items"]), v["hash"][:12], v["message"])
-    console.print(vt)
+    console.print(versions_table(info["versions"]))
 
 
 @app.command("split")

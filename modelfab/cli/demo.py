@@ -19,7 +19,7 @@ import typer
 from rich.table import Table
 
 from modelfab.cli.common import console, store
-from modelfab.cli.data import describe
+from modelfab.cli.data import describe, versions_table
 from modelfab.data import import_elpv, import_labels
 
 
@@ -72,13 +72,7 @@ def demo(
         per = [str(sum(t["by_split"].get(s, {}).values())) for s in splits]
         table.add_row(tname, *per, ", ".join(f"{c}={n}" for c, n in t["distribution"].items()))
     console.print(table)
-    vt = Table(title="versions")
-    for col in ("version", "parent", "items", "hash", "message"):
-        vt.add_column(col)
-    ids = {v["id"]: v["version"] for v in info["versions"]}
-    for v in info["versions"]:
-        vt.add_row(str(v["version"]), str(ids.get(v["parent_id"], "-")), str(v["items"]), v["hash"][:12], v["message"])
-    console.print(vt)
+    console.print(versions_table(info["versions"]))
     from modelfab.evaluate.model_eval import evaluate_model
     from modelfab.tune import TuneConfig, tune
     from modelfab.zoo.registry import register_foundation

@@ -16,7 +16,7 @@ from modelfab.data.result import ImportResult
 from modelfab.data.splits import OFFICIAL_RATIOS, split_hash, stratified_split
 from modelfab.data.tasks import TaskView
 from modelfab.store.datasets import ItemSpec, VersionSpec, create_version
-from modelfab.store.runs import finish_run, start_run
+from modelfab.store.runs import finish_run, tracked_run
 from modelfab.store.store import Store
 
 
@@ -71,10 +71,8 @@ def import_image_folder(
             labels = {k: {"label": k.split("/", 1)[0]} for k in keys}
         elif any("/" in k for k in keys) and not unlabeled:
             raise DataError(f"{root}: mixes class subfolders and loose files; use --unlabeled or sort them")
-    run = start_run(
-        store, "import", config={"source": str(root), "name": name, "unlabeled": unlabeled, "strict": strict}
-    )
-    try:
+    config = {"source": str(root), "name": name, "unlabeled": unlabeled, "strict": strict}
+    with tracked_run(store, "import", config=config) as run:
         infos: dict[str, tuple[Path, ImageInfo]] = {}
         skipped: list[tuple[str, str]] = []
         for key, path in track(zip(keys, files, strict=True), len(files), f"checking {name}"):
@@ -112,9 +110,6 @@ def import_image_folder(
             message=(message or f"import {root.name}") + (" (unlabeled)" if unlabeled else ""),
         )
         dv, created = create_version(store, name, "image", spec)
-    except BaseException as exc:
-        finish_run(store, run.id, status="failed", error=str(exc) or type(exc).__name__)
-        raise
     finish_run(
         store,
         run.id,
@@ -205,11 +200,7 @@ def import_text_table(
         split_info=info,
         message=f"import {path.name}",
     )
-    run = start_run(store, "import", config={"source": str(path), "name": name, "unlabeled": unlabeled})
-    try:
+    with tracked_run(store, "import", config={"source": str(path), "name": name, "unlabeled": unlabeled}) as run:
         dv, created = create_version(store, name, "text", spec)
-    except BaseException as exc:
-        finish_run(store, run.id, status="failed", error=str(exc) or type(exc).__name__)
-        raise
     finish_run(store, run.id, outputs={"dataset": f"{name}@{dv.version}"}, metrics={"items": len(items)})
     return ImportResult(name, dv, created, len(items), skipped)

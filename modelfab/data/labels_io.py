@@ -13,7 +13,7 @@ from urllib.parse import parse_qs, unquote, urlparse
 from modelfab.core.errors import DataError
 from modelfab.data.result import ImportResult
 from modelfab.store.datasets import create_version, spec_from_version, version_items
-from modelfab.store.runs import finish_run, start_run
+from modelfab.store.runs import finish_run, tracked_run
 from modelfab.store.store import Store
 
 FORMATS = ("csv", "label-studio")
@@ -147,12 +147,8 @@ def import_labels(store: Store, ref: str, path: Path, fmt: str | None = None, *,
     spec.labels = labels
     spec.message = message or f"labels from {path.name}"
     name = base.dataset.name
-    run = start_run(store, "import-labels", config={"source": str(path), "base": f"{name}@{base.version}"})
-    try:
+    with tracked_run(store, "import-labels", config={"source": str(path), "base": f"{name}@{base.version}"}) as run:
         dv, created = create_version(store, name, base.dataset.modality, spec, parent=base.id)
-    except BaseException as exc:
-        finish_run(store, run.id, status="failed", error=str(exc) or type(exc).__name__)
-        raise
     finish_run(
         store,
         run.id,

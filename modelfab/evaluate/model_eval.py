@@ -16,7 +16,7 @@ from modelfab.core.machine import device_label
 from modelfab.evaluate.api import EvaluationResult, evaluate_predictions
 from modelfab.evaluate.curves import choose_threshold_for_precision
 from modelfab.store.models import get_model, update_metrics
-from modelfab.store.runs import finish_run, start_run
+from modelfab.store.runs import finish_run, tracked_run
 from modelfab.store.schema import SPLITS
 from modelfab.store.store import Store
 
@@ -91,8 +91,7 @@ def evaluate_model(
             f"{task.ref} task {task.view_name} has classes {task.classes}; the model has {scenario.classes}"
         )
     target = task.split(split)
-    run = start_run(store, "evaluate", config={"model": model.id, "data": task.ref, "split": split})
-    try:
+    with tracked_run(store, "evaluate", config={"model": model.id, "data": task.ref, "split": split}) as run:
         probs = scenario.predict_rows(store, target.rows, task.modality).numpy()
         precision_thresholds: dict[float, float] = {}
         if scenario.positive is not None and split != "val" and len(task.splits["val"]):
@@ -143,9 +142,6 @@ def evaluate_model(
             {**summary, "roc": result.metrics.to_dict()["roc"], "positive": result.metrics.positive},
         )
         update_metrics(store, model.id, split, summary)
-    except BaseException as exc:
-        finish_run(store, run.id, status="failed", error=str(exc) or type(exc).__name__)
-        raise
     finish_run(store, run.id, outputs={"report": str(report_dir / "report.html")}, metrics=summary)
     return ModelEvaluation(model.id, task.ref, split, result, latency, report_dir)
 

@@ -20,9 +20,11 @@ from torch import nn
 from modelfab.core.errors import DataError
 
 
-def optimizer_to_flat(optimizer: torch.optim.Optimizer) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
-    """Split an optimizer state dict into tensors (``state.<param>.<key>``) and JSON-able rest."""
-    sd = optimizer.state_dict()
+def optimizer_to_flat(
+    optimizer: torch.optim.Optimizer | dict[str, Any],
+) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """Split an optimizer (or its state dict) into tensors (``state.<param>.<key>``) and JSON-able rest."""
+    sd = optimizer if isinstance(optimizer, dict) else optimizer.state_dict()
     tensors: dict[str, torch.Tensor] = {}
     scalars: dict[str, Any] = {}
     for pid, entry in sd["state"].items():
@@ -37,6 +39,11 @@ def optimizer_to_flat(optimizer: torch.optim.Optimizer) -> tuple[dict[str, torch
 def optimizer_from_flat(
     optimizer: torch.optim.Optimizer, tensors: dict[str, torch.Tensor], rest: dict[str, Any]
 ) -> None:
+    optimizer.load_state_dict(optimizer_state_from_flat(tensors, rest))
+
+
+def optimizer_state_from_flat(tensors: dict[str, torch.Tensor], rest: dict[str, Any]) -> dict[str, Any]:
+    """The inverse of :func:`optimizer_to_flat`: a ``optimizer.state_dict()``-layout dict."""
     state: dict[int, dict[str, Any]] = {}
     for name, value in tensors.items():
         _, pid, key = name.split(".", 2)
@@ -46,7 +53,7 @@ def optimizer_from_flat(
         state.setdefault(int(pid), {})[key] = value
     # JSON turns tuples (AdamW's betas) into lists; give them back their type
     groups = [{k: tuple(v) if k == "betas" else v for k, v in g.items()} for g in rest["param_groups"]]
-    optimizer.load_state_dict({"state": state, "param_groups": groups})
+    return {"state": state, "param_groups": groups}
 
 
 def _fsync_dir(path: Path) -> None:
@@ -69,18 +76,21 @@ def _write_json(path: Path, obj: Any) -> None:
 def save_checkpoint(
     folder: Path,
     step: int,
-    model: nn.Module,
-    optimizer: torch.optim.Optimizer,
+    model: nn.Module | dict[str, torch.Tensor],
+    optimizer: torch.optim.Optimizer | dict[str, Any],
     state: dict[str, Any],
     keep: int = 2,
 ) -> Path:
-    """Write checkpoint ``step`` atomically, point ``latest.json`` at it and keep the newest ``keep``."""
+    """Write checkpoint ``step`` atomically, point ``latest.json`` at it and keep the newest ``keep``.
+
+    ``model`` / ``optimizer`` may be given as (full) state dicts, e.g. gathered from FSDP shards."""
     folder.mkdir(parents=True, exist_ok=True)
     final = folder / f"step_{step:08d}"
     tmp = folder / f".tmp-step_{step:08d}"
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir()
-    weights = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
+    sd = model if isinstance(model, dict) else model.state_dict()
+    weights = {k: v.detach().contiguous().cpu() for k, v in sd.items()}
     save_file(weights, str(tmp / "model.safetensors"))
     opt_tensors, opt_rest = optimizer_to_flat(optimizer)
     opt_tensors["rng.torch"] = torch.get_rng_state()
@@ -110,14 +120,30 @@ def latest_checkpoint(folder: Path) -> Path | None:
 
 
 def load_checkpoint(
-    path: Path, model: nn.Module, optimizer: torch.optim.Optimizer | None = None, device: str = "cpu"
+    path: Path,
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer | None = None,
+    device: str = "cpu",
+    sharded: bool = False,
 ) -> dict[str, Any]:
-    """Restore weights (and optimizer + RNG) from ``path``; returns the JSON state."""
+    """Restore weights (and optimizer + RNG) from ``path``; returns the JSON state.
+
+    ``sharded``: ``model`` is FSDP-sharded; every rank calls this and gets its shards."""
     state: dict[str, Any] = json.loads((path / "state.json").read_text())
-    model.load_state_dict(load_file(str(path / "model.safetensors"), device=device), strict=True)
+    weights = load_file(str(path / "model.safetensors"), device="cpu" if sharded else device)
+    optim_state = None
     if optimizer is not None:
         tensors = load_file(str(path / "optim.safetensors"), device="cpu")
         torch.set_rng_state(tensors.pop("rng.torch"))
-        tensors = {k: v.to(device) if not k.endswith(".step") else v for k, v in tensors.items()}
-        optimizer_from_flat(optimizer, tensors, state["optimizer"])
+        if not sharded:
+            tensors = {k: v.to(device) if not k.endswith(".step") else v for k, v in tensors.items()}
+        optim_state = optimizer_state_from_flat(tensors, state["optimizer"])
+    if sharded:
+        from modelfab.pretrain.fsdp import load_full_state
+
+        load_full_state(model, weights, optimizer, optim_state)
+    else:
+        model.load_state_dict(weights, strict=True)
+        if optimizer is not None and optim_state is not None:
+            optimizer.load_state_dict(optim_state)
     return state

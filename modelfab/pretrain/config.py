@@ -22,6 +22,7 @@ AttentionKind = Literal["mha", "gqa", "mla"]
 FfnKind = Literal["dense", "moe"]
 RouterKind = Literal["topk", "aux_free", "moge"]
 BalanceKind = Literal["none", "switch", "ep_group"]
+StrategyKind = Literal["ddp", "fsdp"]
 
 
 class _Strict(BaseModel):
@@ -194,6 +195,8 @@ class TrainConfig(_Strict):
     """Peak dense bf16 TFLOP/s of the GPU for MFU (auto for H100/H200/A100 when None)."""
     plots: bool = True
     """Write PNG plots at the end."""
+    strategy: StrategyKind = "ddp"
+    """Under torchrun: ddp (replicated weights) or fsdp (FSDP2 fully_shard per block, then the root)."""
 
 
 class TokenizerConfig(_Strict):

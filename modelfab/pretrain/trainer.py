@@ -30,6 +30,7 @@ from modelfab.pretrain.distributed import (
     update_router_biases,
     wrap_ddp,
 )
+from modelfab.pretrain.fsdp import gather_full_state, set_grad_sync, shard_fsdp
 from modelfab.pretrain.logs import JsonlLog, SpikeCounter, gpu_peak_tflops, plot_log
 from modelfab.pretrain.model import Transformer
 from modelfab.pretrain.router import load_stats
@@ -90,7 +91,11 @@ class Trainer:
         self.model = Transformer(model_cfg).to(self.device)
         if model_cfg.ffn == "moe" and model_cfg.moe.balance == "ep_group":
             set_ep_group(self.model, default_ep_group(self.info))
-        self.net = wrap_ddp(self.model, self.info, self.device)
+        self.fsdp = cfg.strategy == "fsdp" and self.info.enabled
+        if self.fsdp:  # the model itself becomes FSDP-sharded (its parameters DTensors)
+            self.net = shard_fsdp(self.model, self.info, self.device)
+        else:
+            self.net = wrap_ddp(self.model, self.info, self.device)
         self.opt = build_optimizer(self.model, cfg)
         self.step, self.cursor, self.tokens = 0, 0, 0
         self.spikes = SpikeCounter(cfg.spike_factor)
@@ -108,13 +113,21 @@ class Trainer:
 
     # -- state -------------------------------------------------------------------------------------
     def _restore(self, path: Path) -> None:
-        state = load_checkpoint(path, self.model, self.opt, self.device)
+        state = load_checkpoint(path, self.model, self.opt, self.device, sharded=self.fsdp)
         self.step, self.cursor, self.tokens = state["step"], state["cursor"], state["tokens"]
         self.spikes.load(state["spikes"])
         self.resumed_from = self.step
 
+    def full_state(self) -> tuple[dict[str, torch.Tensor], dict[str, Any] | torch.optim.Optimizer]:
+        """Model and optimizer state (gathered to rank 0 under FSDP: a collective, empty elsewhere)."""
+        if self.fsdp:
+            weights, optim = gather_full_state(self.model, self.opt)
+            return weights, optim or {}
+        return self.model.state_dict(), self.opt
+
     def save(self) -> Path:
         path = self.ckpt_dir / f"step_{self.step:08d}"
+        weights, optim = self.full_state()
         if self.info.is_main:
             state = {
                 "cursor": self.cursor,
@@ -124,7 +137,7 @@ class Trainer:
                 "train_config": self.cfg.model_dump(mode="json"),
                 **self.extra_state,
             }
-            path = save_checkpoint(self.ckpt_dir, self.step, self.model, self.opt, state, self.cfg.keep_checkpoints)
+            path = save_checkpoint(self.ckpt_dir, self.step, weights, optim, state, self.cfg.keep_checkpoints)
         barrier(self.info)
         return path
 
@@ -145,7 +158,11 @@ class Trainer:
             self.cursor += cfg.micro_batch * info.world_size
             x, y = x.to(self.device), y.to(self.device)
             last = micro == cfg.grad_accum - 1
-            no_sync = self.net.no_sync() if info.enabled and not last else contextlib.nullcontext()  # type: ignore[operator]
+            no_sync: Any = contextlib.nullcontext()
+            if self.fsdp:
+                set_grad_sync(self.model, last)
+            elif info.enabled and not last:
+                no_sync = self.net.no_sync()  # type: ignore[operator]
             amp = torch.autocast("cuda", dtype=torch.bfloat16) if self.autocast else contextlib.nullcontext()
             with no_sync:
                 with amp:
@@ -157,7 +174,8 @@ class Trainer:
                 counts[i] += m.counts.to(self.device)
                 imbalance += m.imbalance()
         clip = cfg.grad_clip if cfg.grad_clip > 0 else float("inf")
-        grad_norm = float(torch.nn.utils.clip_grad_norm_(self.model.parameters(), clip))
+        norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), clip)
+        grad_norm = float(norm.full_tensor() if hasattr(norm, "full_tensor") else norm)  # DTensor under FSDP
         self.opt.step()
         self.opt.zero_grad(set_to_none=True)
         update_router_biases(self.model, info)

@@ -142,7 +142,10 @@ class ArtifactStore:
         from safetensors.torch import save
 
         payload = {k: v.detach().contiguous().cpu() for k, v in tensors.items()}
-        return self.put_bytes(save(payload, metadata=dict(metadata or {})))
+        # safetensors writes metadata keys in hash order: fold them into one sorted JSON value so
+        # equal tensors + metadata always give the same bytes, hence the same digest.
+        meta = {"modelfab": json.dumps(dict(metadata), sort_keys=True)} if metadata else None
+        return self.put_bytes(save(payload, metadata=meta))
 
     def get_tensors(self, digest: str) -> dict[str, Any]:
         """Load a safetensors artifact into a dict of CPU torch tensors."""

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import select
@@ -22,6 +24,19 @@ def start_run(
     with store.transaction() as s:
         s.add(run)
     return run
+
+
+@contextmanager
+def tracked_run(
+    store: Store, kind: str, config: dict[str, Any] | None = None, inputs: dict[str, Any] | None = None
+) -> Iterator[Run]:
+    """Start a run; if the body raises, mark it failed with the error (the caller finishes it on success)."""
+    run = start_run(store, kind, config, inputs)
+    try:
+        yield run
+    except BaseException as exc:
+        finish_run(store, run.id, status="failed", error=str(exc) or type(exc).__name__)
+        raise
 
 
 def finish_run(

@@ -16,7 +16,7 @@ from torch import Tensor
 from modelfab.core.errors import ConfigError, NotFoundError
 from modelfab.evaluate import choose_threshold_for_recall
 from modelfab.store.datasets import ItemRow
-from modelfab.store.runs import finish_run, start_run
+from modelfab.store.runs import finish_run, tracked_run
 from modelfab.store.schema import Model
 from modelfab.store.store import Store
 from modelfab.tune.cache import FeatureCache, cache_key
@@ -196,12 +196,9 @@ class RunRecord:
 @contextmanager
 def recorded_run(store: Store, cfg: TuneConfig, base: str, data: str, recipe: str | None) -> Iterator[RunRecord]:
     """A Run of kind ``tune``; marked failed (with the error) if the body raises."""
-    run = start_run(store, "tune", config={**cfg.model_dump(), "recipe": recipe}, inputs={"base": base, "data": data})
-    try:
+    config = {**cfg.model_dump(), "recipe": recipe}
+    with tracked_run(store, "tune", config=config, inputs={"base": base, "data": data}) as run:
         yield RunRecord(store, run.id)
-    except BaseException as exc:
-        finish_run(store, run.id, status="failed", error=str(exc) or type(exc).__name__)
-        raise
 
 
 def feature_getter(

@@ -42,7 +42,9 @@ def test_vision_method_contract(entry, image_store: Store) -> None:  # type: ign
     rows = [r for r in image_store.version_items("blobs") if r.split == "val"]
     probs = scenario.predict_proba(item_inputs(image_store, rows, "image"))
     assert probs.shape == (len(rows), 2) and torch.allclose(probs.sum(1), torch.ones(len(rows)), atol=1e-5)
-    acc = float((probs.argmax(1) == torch.tensor([scenario.classes.index(r.labels["label"]) for r in rows])).float().mean())
+    acc = float(
+        (probs.argmax(1) == torch.tensor([scenario.classes.index(r.labels["label"]) for r in rows])).float().mean()
+    )
     assert abs(acc - res.val_metrics["accuracy"]) < 1e-6
     assert scenario.threshold is not None and 0.0 <= scenario.threshold <= 1.0
     frac = res.trainable_fraction
@@ -60,8 +62,13 @@ def test_vision_method_contract(entry, image_store: Store) -> None:  # type: ign
 
 @pytest.mark.parametrize("method", ["probe", "lora", "full"])
 def test_text_method_contract(method: str, text_store: Store) -> None:
-    res = tune(text_store, base="tiny-bert", data="reviews", name=f"rev-{method}",
-               cfg=TuneConfig(method=method, epochs=2, batch_size=8))
+    res = tune(
+        text_store,
+        base="tiny-bert",
+        data="reviews",
+        name=f"rev-{method}",
+        cfg=TuneConfig(method=method, epochs=2, batch_size=8),
+    )
     assert res.model.task == "text-classification"
     scenario = load_scenario(text_store, res.model.id)
     probs = scenario.predict_proba(["good product 1", "bad product 2"])
@@ -70,8 +77,13 @@ def test_text_method_contract(method: str, text_store: Store) -> None:
 
 def test_partial_needs_blocks(text_store: Store) -> None:
     with pytest.raises(ConfigError, match="partial_blocks"):
-        tune(text_store, base="tiny-bert", data="reviews", name="rev-partial",
-             cfg=TuneConfig(method="partial", partial_blocks=5, epochs=1))
+        tune(
+            text_store,
+            base="tiny-bert",
+            data="reviews",
+            name="rev-partial",
+            cfg=TuneConfig(method="partial", partial_blocks=5, epochs=1),
+        )
 
 
 def test_unsupported_pair(image_store: Store, text_store: Store, tmp_path: Path) -> None:

@@ -41,9 +41,15 @@ def elpv_small(tmp_path_factory: pytest.TempPathFactory) -> Path:
             shutil.copy(root / key, folder / Path(key).name)
             fields[Path(key).name] = labels[key]
     store = make_store(tmp / "home")
-    import_image_folder(store, folder, "elpv-small", label_fields=fields, tasks=ELPV_TASKS,
-                        strata={k: (v["probability"], v["cell_type"]) for k, v in fields.items()},
-                        stratify_names=["probability", "cell_type"])
+    import_image_folder(
+        store,
+        folder,
+        "elpv-small",
+        label_fields=fields,
+        tasks=ELPV_TASKS,
+        strata={k: (v["probability"], v["cell_type"]) for k, v in fields.items()},
+        stratify_names=["probability", "cell_type"],
+    )
     register_foundation(store, "efficientnet-lite0", name="lite0")
     store.close()
     return tmp / "home"
@@ -57,8 +63,22 @@ def elpv_env(elpv_small: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 
 def test_tune_evaluate_lineage(cli, elpv_env: Path) -> None:
-    res = cli("tune", "--base", "lite0", "--data", "elpv-small", "--labels", "elpv-defect", "--shots", "8",
-              "--image-size", "128", "--name", "cell-defect", "--json")
+    res = cli(
+        "tune",
+        "--base",
+        "lite0",
+        "--data",
+        "elpv-small",
+        "--labels",
+        "elpv-defect",
+        "--shots",
+        "8",
+        "--image-size",
+        "128",
+        "--name",
+        "cell-defect",
+        "--json",
+    )
     assert res.code == 0, res.err
     info = json.loads(res.out)
     assert info["method"] == "probe" and info["train_items"] == 16 and 0 <= info["val"]["threshold"] <= 1
@@ -74,14 +94,36 @@ def test_tune_evaluate_lineage(cli, elpv_env: Path) -> None:
     assert tree[0]["name"] == "lite0" and tree[0]["children"][0]["dataset"] == "elpv-small@1"
     pool = json.loads(cli("strategies", "list", "--json").out)
     assert next(r for r in pool if r["recipe"] == "probe-linear")["runs"] >= 1
-    bad = cli("tune", "--base", "lite0", "--data", "elpv-small", "--labels", "elpv-defect", "--shots", "500",
-              "--name", "x")
+    bad = cli(
+        "tune", "--base", "lite0", "--data", "elpv-small", "--labels", "elpv-defect", "--shots", "500", "--name", "x"
+    )
     assert bad.code == 2 and "fewer than --shots 500" in bad.err
 
 
 def test_auto_tries_ranked_recipes(cli, elpv_env: Path) -> None:
-    res = cli("tune", "--base", "lite0", "--data", "elpv-small", "--labels", "elpv-strict", "--shots", "8",
-              "--image-size", "96", "--name", "strict-auto", "--auto", "--top", "2", "--optuna-trials", "1", "--budget-s", "300", "--json")
+    res = cli(
+        "tune",
+        "--base",
+        "lite0",
+        "--data",
+        "elpv-small",
+        "--labels",
+        "elpv-strict",
+        "--shots",
+        "8",
+        "--image-size",
+        "96",
+        "--name",
+        "strict-auto",
+        "--auto",
+        "--top",
+        "2",
+        "--optuna-trials",
+        "1",
+        "--budget-s",
+        "300",
+        "--json",
+    )
     assert res.code == 0, res.err
     info = json.loads(res.out)
     recipes = [t["recipe"] for t in info["trials"]]
@@ -90,11 +132,31 @@ def test_auto_tries_ranked_recipes(cli, elpv_env: Path) -> None:
     assert info["val"]["auroc"] == max(t["score"] for t in info["trials"])
 
 
+@pytest.mark.timeout(900)
 def test_lora_killed_then_resumed(elpv_env: Path) -> None:
     env = {**os.environ, "MODELFAB_HOME": str(elpv_env)}
-    args = [sys.executable, "-m", "modelfab.cli.main", "tune", "--base", "lite0", "--data", "elpv-small",
-            "--labels", "elpv-defect", "--shots", "4", "--image-size", "64", "--method", "lora", "--epochs", "6",
-            "--name", "lora-resume"]
+    args = [
+        sys.executable,
+        "-m",
+        "modelfab.cli.main",
+        "tune",
+        "--base",
+        "lite0",
+        "--data",
+        "elpv-small",
+        "--labels",
+        "elpv-defect",
+        "--shots",
+        "4",
+        "--image-size",
+        "64",
+        "--method",
+        "lora",
+        "--epochs",
+        "6",
+        "--name",
+        "lora-resume",
+    ]
     run_dir = elpv_env / "runs" / "tune" / "lora-resume"
     proc = subprocess.Popen(args, env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 240
@@ -109,7 +171,12 @@ def test_lora_killed_then_resumed(elpv_env: Path) -> None:
     info = json.loads(done.stdout)
     assert info["method"] == "lora" and 0.01 < info["trainable_fraction"] < 0.06
     assert info["resumed_from"] >= 1  # continued from the checkpoint of the killed run
-    card = subprocess.run([sys.executable, "-m", "modelfab.cli.main", "models", "show", "lora-resume", "--json"],
-                          env=env, capture_output=True, text=True, timeout=120)
+    card = subprocess.run(
+        [sys.executable, "-m", "modelfab.cli.main", "models", "show", "lora-resume", "--json"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     history = json.loads(card.stdout)["card"]["training"]["history"]
     assert history[0]["epoch"] == 1 and len({h["epoch"] for h in history}) == len(history)

@@ -22,10 +22,17 @@ def _text_version(store: Store, labels: dict[str, str], name: str = "t") -> None
     items = [ItemSpec(k, f"{i:064x}", text=f"text {k}") for i, k in enumerate(labels)]
     splits = {k: ("train" if i % 4 else "val") for i, k in enumerate(labels)}
     classes = sorted(set(labels.values()))
-    create_version(store, name, "text", VersionSpec(
-        items=items, labels={k: {"label": v} for k, v in labels.items()}, splits=splits,
-        tasks={"label": {"field": "label", "classes": classes}},
-    ))
+    create_version(
+        store,
+        name,
+        "text",
+        VersionSpec(
+            items=items,
+            labels={k: {"label": v} for k, v in labels.items()},
+            splits=splits,
+            tasks={"label": {"field": "label", "classes": classes}},
+        ),
+    )
 
 
 def test_few_shot_reproducible_and_order_free(store: Store) -> None:
@@ -51,10 +58,17 @@ def test_bad_task_data(store: Store) -> None:
     with pytest.raises(DataError, match="single class"):
         load_task_data(store, "single", None)
     items = [ItemSpec(f"x{i}", f"{i:064x}", text="x") for i in range(6)]
-    create_version(store, "schema", "text", VersionSpec(
-        items=items, labels={f"x{i}": {"label": "zzz" if i == 0 else ("a" if i % 2 else "b")} for i in range(6)},
-        splits={f"x{i}": "train" for i in range(6)}, tasks={"label": {"field": "label", "classes": ["a", "b"]}},
-    ))
+    create_version(
+        store,
+        "schema",
+        "text",
+        VersionSpec(
+            items=items,
+            labels={f"x{i}": {"label": "zzz" if i == 0 else ("a" if i % 2 else "b")} for i in range(6)},
+            splits={f"x{i}": "train" for i in range(6)},
+            tasks={"label": {"field": "label", "classes": ["a", "b"]}},
+        ),
+    )
     with pytest.raises(DataError, match="outside the schema"):
         load_task_data(store, "schema", None)
     with pytest.raises(NotFoundError, match="unknown task 'nope'"):
@@ -111,8 +125,15 @@ def _record(store: Store, recipe: str, score: float, meta: dict[str, float | str
 
 
 def _meta(labels: float, modality: str = "image") -> dict[str, float | str]:
-    return {"modality": modality, "log_classes": 0.69, "log_labels_per_class": labels, "imbalance": 1.0,
-            "log_image_side": 5.7, "separability": 1.0, "is_text": 0.0}
+    return {
+        "modality": modality,
+        "log_classes": 0.69,
+        "log_labels_per_class": labels,
+        "imbalance": 1.0,
+        "log_image_side": 5.7,
+        "separability": 1.0,
+        "is_text": 0.0,
+    }
 
 
 def test_ranking_changes_with_recorded_outcomes(store: Store) -> None:
