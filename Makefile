@@ -5,7 +5,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 PIP := $(PY) -m pip --disable-pip-version-check -q
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml requirements/constraints.txt | sha256sum | cut -c1-12)
-EXTRAS := dev,elpv,vision,text,pretrain,e5,lm
+EXTRAS := dev,elpv,vision,text,pretrain,e5,lm,bench
 
 .PHONY: install demo test lint bench clean
 
@@ -34,6 +34,8 @@ lint: install
 
 bench: install
 	$(PY) bench/store.py
+	$(PY) bench/fewshot.py
+	$(PY) bench/fewshot_text.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -2,7 +2,7 @@
 
 Each issue extends this with its step. Today: import ELPV, relabel a few items (a new version
 with the first as parent), show versions, tasks and the official split; register the L0
-EfficientNet-Lite0, tune a few-shot L2 defect model from it, evaluate it on the test split, draw
+EfficientNet-Lite0 and Lite2, tune a few-shot L2 from Lite0 defect model from it, evaluate it on the test split, draw
 the lineage and print a summary.
 """
 
@@ -77,11 +77,13 @@ def demo(
     from modelfab.tune import TuneConfig, tune
     from modelfab.zoo.registry import register_foundation
 
+    def register_vision_l0s() -> Any:
+        lite0, _ = register_foundation(st, "efficientnet-lite0")
+        register_foundation(st, "efficientnet-lite2")
+        return lite0
+
     l0 = _timed(
-        steps,
-        "register L0",
-        lambda: register_foundation(st, "efficientnet-lite0")[0],
-        lambda m: f"{m.name} ({m.params:,} params)",
+        steps, "register L0s", register_vision_l0s, lambda m: f"{m.name} ({m.params:,} params), efficientnet-lite2"
     )
     cfg = TuneConfig(labels="elpv-defect", shots=shots, method="probe")
     l2 = _timed(
