@@ -15,10 +15,21 @@ from modelfab.store.store import Store
 
 
 def register_result(st: Store, cfg: RunConfig, result: PretrainResult, name: str | None = None) -> Any:
-    """Put the weights (safetensors) and tokenizer in the artifact store and register an L0 model."""
-    weights = st.artifacts.put_file(result.weights)
+    """Store the exported model as a ``modelfab-lm`` backbone (safetensors + backbone card with its
+    tokenizer) and register it as an L0 (task lm) that ``tune`` and ``adapt`` load as a base.
+
+    The card mirrors :func:`modelfab.zoo.registry.register_backbone` (``backbone``,
+    ``backbone_card``, ``source``, ``licence``, ``input_spec``) and keeps the run's own fields;
+    ``arch`` stays the pretrain model config so the weights rebuild a plain ``Transformer``."""
+    from modelfab.zoo.lm.pretrained import from_exported
+    from modelfab.zoo.storage import save_backbone
+
     tok_file = result.model_dir / "tokenizer.json"
     tokenizer = st.artifacts.put_file(tok_file) if tok_file.exists() else None
+    corpus = str(result.card.get("corpus_sha256", ""))
+    backbone = from_exported(result.model_dir, max_length=cfg.model.max_seq_len,
+                             trained_on=f"modelfab pretrain run {cfg.name!r} (corpus sha256 {corpus[:12]})")
+    saved = save_backbone(backbone, st.artifacts)
     last = result.train.last
     metrics = {
         "final_loss": result.train.final_loss,
@@ -28,7 +39,16 @@ def register_result(st: Store, cfg: RunConfig, result: PretrainResult, name: str
         "loss_spikes": last.get("spikes"),
         "max_mean_load": last.get("max_mean_load"),
     }
-    card = {**result.card, "tokenizer": tokenizer, "format": "modelfab.pretrain.Transformer"}
+    card = {
+        **result.card,
+        "tokenizer": tokenizer,
+        "format": "modelfab.pretrain.Transformer",
+        "backbone": saved.card_data,
+        "backbone_card": saved.card,
+        "source": backbone.source.to_dict(),
+        "licence": backbone.source.licence,
+        "input_spec": backbone.input_spec.to_dict(),
+    }
     return st.register_model(
         name=name or cfg.name,
         tier="L0",
@@ -38,7 +58,7 @@ def register_result(st: Store, cfg: RunConfig, result: PretrainResult, name: str
         metrics={k: v for k, v in metrics.items() if v is not None},
         params=result.train.params,
         trainable_params=result.train.params,
-        weights=weights,
+        weights=saved.weights,
         card=card,
         parent=None,
         dataset_version=cfg.data.dataset,

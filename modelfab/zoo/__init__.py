@@ -17,6 +17,7 @@ from modelfab.zoo.base import (
     num_parameters,
 )
 from modelfab.zoo.catalog import BACKBONES, build_backbone, make_config
+from modelfab.zoo.lm.pretrained import build_pretrained_lm
 from modelfab.zoo.lm.smollm2 import build_smollm2
 from modelfab.zoo.local import build_local
 from modelfab.zoo.storage import SavedBackbone, load_backbone, save_backbone
@@ -39,6 +40,7 @@ __all__ = [
     "build_efficientnet_lite2",
     "build_local",
     "build_minilm",
+    "build_pretrained_lm",
     "build_smollm2",
     "embed_items",
     "evaluating",

@@ -64,6 +64,15 @@ def test_cli_trains_and_registers_l0(tmp_path: Path, monkeypatch: pytest.MonkeyP
     assert torch.equal(rebuilt.eval()(idx).logits, exported.eval()(idx).logits)
     card = st.artifacts.get_json(model.card_digest)
     assert card["tier"] == "L0" and card["tokenizer"] and card["corpus_sha256"]
+    # ... and it is a backbone (builder modelfab-lm) that tune/adapt load as a base
+    from modelfab.zoo.registry import load_registered
+
+    assert card["backbone"]["builder"] == "modelfab-lm" and card["licence"] == "user"
+    backbone, _ = load_registered(st, "cli-l0")
+    batch = backbone.preprocess(["line 3 of the text"])
+    assert torch.equal(batch["input_ids"], idx)
+    with torch.inference_mode():
+        assert backbone.embed(batch).shape == (1, 16)
 
 
 def test_cli_bad_field_names_its_path(tmp_path: Path) -> None:
