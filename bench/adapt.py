@@ -78,9 +78,11 @@ def evaluate(feats: np.ndarray, rows: list[Any], tasks: dict[str, Any], with_tes
             return Split(feats[idx], y)
 
         train, val, test = split("train"), split("val"), split("test")
-        res: dict[str, Any] = {"n": {"train": len(train.y), "val": len(val.y), "test": len(test.y)},
-                               "probe_all": probe_auroc(train, val, test),
-                               "knn": knn_anomaly_auroc(train, val, test)}
+        res: dict[str, Any] = {
+            "n": {"train": len(train.y), "val": len(val.y), "test": len(test.y)},
+            "probe_all": probe_auroc(train, val, test),
+            "knn": knn_anomaly_auroc(train, val, test),
+        }
         if with_test:
             res["fewshot"] = {str(k): fewshot_probe(train, val, test, k, SEEDS) for k in SHOTS}
         else:  # val-only selection: drop test numbers of unchosen arms
@@ -97,13 +99,22 @@ def run_variant(st: Store, name: str, overrides: dict[str, Any], budget: float, 
         return model.id, float(model.metrics.get("train_seconds", 0))
     except Exception:
         pass
-    cfg = AdaptConfig(**{**overrides, "time_budget_s": budget, "threads": 2, "checkpoint_every": 25,
-                         **({"max_items": 128, "steps": 4, "cache_views": 2} if quick else {})})
+    cfg = AdaptConfig(
+        **{
+            **overrides,
+            "time_budget_s": budget,
+            "threads": 2,
+            "checkpoint_every": 25,
+            **({"max_items": 128, "steps": 4, "cache_views": 2} if quick else {}),
+        }
+    )
     resume = bool(list(run_dir_for(st, l1_name).glob("ckpt-*.json")))
     t0 = time.perf_counter()
     result = adapt_model(st, "elpv-l0", "elpv", l1_name, cfg, resume=resume, log=console.print)
-    console.print(f"{l1_name}: {result.train.steps_done} steps, stopped by {result.train.stopped}, "
-                  f"{time.perf_counter() - t0:.0f} s wall (cache + training)")
+    console.print(
+        f"{l1_name}: {result.train.steps_done} steps, stopped by {result.train.stopped}, "
+        f"{time.perf_counter() - t0:.0f} s wall (cache + training)"
+    )
     return result.model.id, time.perf_counter() - t0
 
 
@@ -124,8 +135,11 @@ def main() -> None:
     arms: dict[str, Any] = {"L0": {"model": st.get_model("elpv-l0").id, "adapt_seconds": 0.0}}
     for name in [v for v in args.variants.split(",") if v]:
         model_id, seconds = run_variant(st, name, VARIANTS[name], args.budget, args.quick)
-        arms[f"L1 {name}"] = {"model": model_id, "adapt_seconds": round(seconds, 1),
-                              "report": st.get_model(model_id).metrics}
+        arms[f"L1 {name}"] = {
+            "model": model_id,
+            "adapt_seconds": round(seconds, 1),
+            "report": st.get_model(model_id).metrics,
+        }
     for arm in arms.values():
         arm["val"] = evaluate(features(st, arm["model"], rows, home), rows, dv.tasks, with_test=False)
     l1_arms = [a for a in arms if a != "L0"]
@@ -142,14 +156,25 @@ def main() -> None:
                 table.add_row(arm, task, "-", "-", "-", "-", "-", val)
                 continue
             t = info["test"][task]
-            few = [f"{t['fewshot'][str(k)]['test']['mean']:.3f}±{t['fewshot'][str(k)]['test']['ci95']:.3f}"
-                   for k in SHOTS]
+            few = [
+                f"{t['fewshot'][str(k)]['test']['mean']:.3f}±{t['fewshot'][str(k)]['test']['ci95']:.3f}" for k in SHOTS
+            ]
             table.add_row(arm, task, f"{t['probe_all']['test_auroc']:.3f}", *few, f"{t['knn']['test_auroc']:.3f}", val)
     console.print(table)
-    result = {"benchmark": "adapt", "machine": describe_machine(), "dataset": f"elpv@{dv.version}",
-              "split_hash": dv.split_info.get("hash"), "split_info": dv.split_info, "seeds": list(SEEDS),
-              "shots": list(SHOTS), "budget_s": args.budget, "quick": args.quick, "chosen_l1": chosen,
-              "variants": {k: VARIANTS[k] for k in args.variants.split(",") if k}, "arms": arms}
+    result = {
+        "benchmark": "adapt",
+        "machine": describe_machine(),
+        "dataset": f"elpv@{dv.version}",
+        "split_hash": dv.split_info.get("hash"),
+        "split_info": dv.split_info,
+        "seeds": list(SEEDS),
+        "shots": list(SHOTS),
+        "budget_s": args.budget,
+        "quick": args.quick,
+        "chosen_l1": chosen,
+        "variants": {k: VARIANTS[k] for k in args.variants.split(",") if k},
+        "arms": arms,
+    }
     OUT.parent.mkdir(parents=True, exist_ok=True)
     OUT.write_text(json.dumps(result, indent=1, default=str))
     console.print(f"wrote {OUT}")

@@ -46,3 +46,52 @@ class ResultFile:
         tmp = self.path.with_suffix(".tmp")
         tmp.write_text(json.dumps(self.data, indent=1, default=str))
         tmp.replace(self.path)
+
+
+METRICS = ("auroc", "ap", "recall@p0.9")
+
+
+def fewshot_table(cells: list[dict[str, Any]], arms: list[str], title: str) -> tuple[Any, dict[str, list[Any]]]:
+    """A rich table of mean ± 95% CI per (arm, metric, labels per class) and the AUROC curves."""
+    from rich.table import Table
+
+    sizes = sorted({c["shots"] for c in cells})
+    table = Table(title=title)
+    table.add_column("arm")
+    table.add_column("metric")
+    for s in sizes:
+        table.add_column(f"{s}/class", justify="right")
+    curves: dict[str, list[Any]] = {}
+    for arm in arms:
+        for metric in METRICS:
+            row = []
+            for s in sizes:
+                vals = [c[metric] for c in cells if c["arm"] == arm and c["shots"] == s]
+                m, h = mean_ci(vals)
+                row.append(f"{m:.3f} ± {h:.3f} (n={len(vals)})" if vals else "-")
+                if metric == "auroc" and vals:
+                    curves.setdefault(arm, []).append((s, m, h))
+            table.add_row(arm, metric, *row)
+    return table, curves
+
+
+def plot_curves(curves: dict[str, list[Any]], png: Path, title: str, xlabel: str) -> Path:
+    """Test AUROC versus labels per class, one line with 95% error bars per arm."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6.5, 4))
+    for arm, pts in curves.items():
+        xs, ms, hs = zip(*pts, strict=True)
+        ax.errorbar(xs, ms, yerr=hs, marker="o", capsize=3, label=arm)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel("test AUROC")
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(png, dpi=120)
+    plt.close(fig)
+    return png

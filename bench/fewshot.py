@@ -32,7 +32,7 @@ from rich.table import Table
 from torch import Tensor, nn
 
 sys.path.insert(0, str(Path(__file__).parent))
-from common import ResultFile, mean_ci
+from common import ResultFile, fewshot_table, mean_ci, plot_curves
 
 from modelfab.core.config import Settings
 from modelfab.data import import_elpv
@@ -248,23 +248,8 @@ def report(data: dict[str, Any], console: Console, png: Path) -> None:
             else 99
         ),
     )
-    sizes = sorted({c["shots"] for c in cells})
-    table = Table(title=f"few-shot {data['task']} (test split, split {data['split_hash']}): mean ± 95% CI over seeds")
-    table.add_column("arm")
-    table.add_column("metric")
-    for s in sizes:
-        table.add_column(f"{s}/class", justify="right")
-    curves: dict[str, list[tuple[int, float, float]]] = {}
-    for arm in arms:
-        for metric in ("auroc", "ap", "recall@p0.9"):
-            row = []
-            for s in sizes:
-                vals = [c[metric] for c in cells if c["arm"] == arm and c["shots"] == s]
-                m, h = mean_ci(vals)
-                row.append(f"{m:.3f} ± {h:.3f} (n={len(vals)})" if vals else "-")
-                if metric == "auroc" and vals:
-                    curves.setdefault(arm, []).append((s, m, h))
-            table.add_row(arm, metric, *row)
+    title = f"few-shot {data['task']} (test split, split {data['split_hash']}): mean ± 95% CI over seeds"
+    table, curves = fewshot_table(cells, arms, title)
     console.print(table)
     cost = Table(title="cost per cell (this machine): seconds per epoch, wall seconds, peak RSS")
     for col in ("arm", "cells", "s/epoch", "wall s", "peak RSS MB"):
@@ -281,22 +266,7 @@ def report(data: dict[str, Any], console: Console, png: Path) -> None:
             f"{max(rss):.0f}" if rss else "-",
         )
     console.print(cost)
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(6, 4))
-    for arm, pts in curves.items():
-        xs, ms, hs = zip(*pts, strict=True)
-        ax.errorbar(xs, ms, yerr=hs, marker="o", capsize=3, label=arm)
-    ax.set_xlabel("labeled train images per class")
-    ax.set_ylabel("test AUROC")
-    ax.set_title(f"ELPV {data['task']}: few-shot L2 vs baselines")
-    ax.grid(alpha=0.3)
-    ax.legend()
-    fig.tight_layout()
-    fig.savefig(png, dpi=120)
+    plot_curves(curves, png, f"ELPV {data['task']}: few-shot L2 vs baselines", "labeled train images per class")
     console.print(f"wrote {png}")
 
 

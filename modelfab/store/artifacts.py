@@ -137,15 +137,22 @@ class ArtifactStore:
                 yield name
 
     # -- model weights -----------------------------------------------------------------------------
-    def put_tensors(self, tensors: Mapping[str, Any], metadata: Mapping[str, str] | None = None) -> str:
-        """Store a dict of torch tensors as safetensors; returns the digest."""
+    @staticmethod
+    def tensors_bytes(tensors: Mapping[str, Any], metadata: Mapping[str, str] | None = None) -> bytes:
+        """The safetensors bytes :meth:`put_tensors` stores (so callers can compute the digest first).
+
+        safetensors writes metadata keys in hash order: they are folded into one sorted JSON value
+        so that equal tensors + metadata always give the same bytes, hence the same digest.
+        """
         from safetensors.torch import save
 
         payload = {k: v.detach().contiguous().cpu() for k, v in tensors.items()}
-        # safetensors writes metadata keys in hash order: fold them into one sorted JSON value so
-        # equal tensors + metadata always give the same bytes, hence the same digest.
         meta = {"modelfab": json.dumps(dict(metadata), sort_keys=True)} if metadata else None
-        return self.put_bytes(save(payload, metadata=meta))
+        return bytes(save(payload, metadata=meta))
+
+    def put_tensors(self, tensors: Mapping[str, Any], metadata: Mapping[str, str] | None = None) -> str:
+        """Store a dict of torch tensors as safetensors; returns the digest."""
+        return self.put_bytes(self.tensors_bytes(tensors, metadata))
 
     def get_tensors(self, digest: str) -> dict[str, Any]:
         """Load a safetensors artifact into a dict of CPU torch tensors."""

@@ -84,14 +84,12 @@ def register_foundation(store: Store, builder: str, *, name: str | None = None, 
 
 
 def _weights_digest(backbone: Backbone) -> str:
-    from safetensors.torch import save
-
-    from modelfab.store.artifacts import sha256_bytes
+    """The digest :func:`save_backbone` would store for ``backbone``'s weights."""
+    from modelfab.store.artifacts import ArtifactStore, sha256_bytes
     from modelfab.zoo.storage import untie
 
     state, _ = untie(backbone.module.state_dict())
-    payload = {k: v.detach().contiguous().cpu() for k, v in state.items()}
-    return sha256_bytes(save(payload, metadata={"builder": backbone.name}))
+    return sha256_bytes(ArtifactStore.tensors_bytes(state, {"builder": backbone.name}))
 
 
 def load_registered(store: Store, ref: str) -> tuple[Backbone, Model]:
