@@ -96,7 +96,7 @@ class Label(Base):
 
     __tablename__ = "labels"
     __table_args__ = (
-        UniqueConstraint("version_id", "item_id", "field"),
+        UniqueConstraint("version_id", "item_id", "field", "hidden", name="uq_labels_new_key"),
         Index("ix_labels_version", "version_id"),
     )
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
@@ -202,4 +202,33 @@ class Feedback(Base):
     correction: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
     kind: Mapped[str] = mapped_column(String(20), default="correction")  # correction | low-confidence
     ingested_version_id: Mapped[int | None] = mapped_column(ForeignKey("dataset_versions.id"), nullable=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+
+
+class ApiKey(Base):
+    """A REST API key: only a salted sha256 of its secret is stored; role and optional model scopes."""
+
+    __tablename__ = "api_keys"
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    name: Mapped[str] = mapped_column(String(200), default="")
+    role: Mapped[str] = mapped_column(String(20))  # viewer | annotator | engineer | admin
+    models: Mapped[list[Any] | None] = mapped_column(JSON, nullable=True)  # model scopes; None = all
+    salt: Mapped[str] = mapped_column(String(64))
+    secret_hash: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+    revoked_at: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)
+
+
+class Prediction(Base):
+    """A served prediction, recorded compactly so that feedback can reference it by id."""
+
+    __tablename__ = "predictions"
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    deployment_id: Mapped[str | None] = mapped_column(ForeignKey("deployments.id"), nullable=True, index=True)
+    model_id: Mapped[str] = mapped_column(ForeignKey("models.id"))
+    input_hash: Mapped[str] = mapped_column(String(64))  # sha256 of the uploaded bytes / UTF-8 text (an artifact)
+    modality: Mapped[str] = mapped_column(String(10))  # image | text
+    label: Mapped[str] = mapped_column(String(200))
+    scores: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)  # class -> probability
+    confidence: Mapped[float] = mapped_column(Float)
     created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)

@@ -151,3 +151,18 @@ def test_unknown_things(cli, home: Path) -> None:
     _one_line_error(cli("data", "import", "/no/such/place"), "no such file or folder")
     _one_line_error(cli("data", "show", "x@abc"), "must be a number")
     assert cli("data", "bogus-command").code == 2
+
+
+def test_labels_for_unlabeled_import_keep_ground_truth(
+    cli, backend_home: str, image_folder: Path, tmp_path: Path
+) -> None:
+    """Annotators label a dataset imported with --unlabeled: the visible label sits beside the hidden one."""
+    assert cli("data", "import", str(image_folder), "--name", "raw", "--unlabeled").code == 0
+    lines = cli("data", "export", "raw").out.splitlines()
+    assert lines[0] == "key,split" and len(lines) == 25  # no visible labels yet
+    labels = tmp_path / "labels.csv"
+    labels.write_text("\n".join(["key,split,label", *[line + ",ok" for line in lines[1:5]]]) + "\n")
+    res = cli("data", "import-labels", "raw@1", str(labels), "--json")
+    assert res.code == 0, res.err
+    info = json.loads(cli("data", "show", "raw@2", "--json").out)
+    assert info["tasks"]["label"]["labeled"] == 4 and info["hidden_ground_truth"]

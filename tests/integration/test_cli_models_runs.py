@@ -42,6 +42,11 @@ def test_runs_recorded(cli, backend_home: str, image_folder: Path) -> None:
 def test_doctor(cli, home: Path, backend_home: str) -> None:
     res = cli("doctor", "--json")
     info = json.loads(res.out)
-    assert info["database_ok"] and info["schema_revision"] == "0001"
+    from alembic.script import ScriptDirectory
+
+    from modelfab.store.db import MIGRATIONS
+
+    head = ScriptDirectory(str(MIGRATIONS)).get_current_head()
+    assert info["database_ok"] and info["schema_revision"] == head and head is not None
     assert info["home"] == str(home)
     assert info["database"].startswith(backend_home)
