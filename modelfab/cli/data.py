@@ -248,3 +248,30 @@ def import_labels_(
 ) -> None:
     """Apply labels; the result is a new version whose parent is REF."""
     _report(import_labels(store(), ref, path, fmt), as_json)
+
+
+@app.command("check")
+def check(
+    data: str = typer.Option(..., "--data", help="DATASET or DATASET@version."),
+    task: str | None = typer.Option(None, help="Task (label view) to check (default: the first)."),
+    backbone: str | None = typer.Option(None, help="A registered L0/L1 for embeddings (else exact duplicates only)."),
+    near: float = typer.Option(0.97, help="Cosine similarity of near-duplicate embeddings."),
+    folds: int = typer.Option(5, help="Cross-validation folds for out-of-sample probabilities."),
+    output: Path | None = typer.Option(None, "--out", help="Write the flagged items as CSV."),
+    as_json: bool = typer.Option(False, "--json", help=JSON_HELP),
+) -> None:
+    """Likely label errors, outliers and (near-)duplicates (cleanlab on frozen embeddings)."""
+    from modelfab.cli.check_render import render_check, write_flagged
+    from modelfab.screen.check import check_dataset
+    from modelfab.screen.quality import QualityConfig
+
+    result = check_dataset(store(), data, task=task, backbone=backbone,
+                           cfg=QualityConfig(near_duplicate=near, folds=folds))
+    if output is not None:
+        write_flagged(result, output)
+    if as_json:
+        print_json(result.to_dict())
+        return
+    render_check(result)
+    if output is not None:
+        err_console.print(f"wrote {output}")

@@ -6,13 +6,14 @@ import csv
 import io
 import json
 import posixpath
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlparse
 
 from modelfab.core.errors import DataError
 from modelfab.data.result import ImportResult
-from modelfab.store.datasets import create_version, spec_from_version, version_items
+from modelfab.store.datasets import ItemRow, create_version, spec_from_version, version_items
 from modelfab.store.runs import finish_run, tracked_run
 from modelfab.store.store import Store
 
@@ -21,9 +22,15 @@ FORMATS = ("csv", "label-studio")
 
 def export_labels(store: Store, ref: str, fmt: str = "csv", *, field: str = "label") -> str:
     """A version's visible labels as CSV (key, split, fields...) or Label Studio tasks JSON."""
-    rows = version_items(store, ref)
+    return format_labels(version_items(store, ref), fmt, field=field)
+
+
+def format_labels(
+    rows: Sequence[ItemRow], fmt: str = "csv", *, field: str = "label", columns: Sequence[str] = ()
+) -> str:
+    """``rows`` as CSV (key, split, label fields + ``columns``, to fill in) or Label Studio tasks JSON."""
     if fmt == "csv":
-        fields = sorted({f for r in rows for f in r.labels})
+        fields = sorted({f for r in rows for f in r.labels} | set(columns))
         buf = io.StringIO()
         w = csv.writer(buf, lineterminator="\n")
         w.writerow(["key", "split", *fields])
