@@ -114,3 +114,38 @@ def alias(
     """Point NAME@ALIAS at a model (moves an existing alias)."""
     m = set_alias(store(), ref, name)
     console.print(f"{m.name}@{name} -> {m.id}")
+
+
+@app.command("select")
+def select(
+    task: str = typer.Option(..., help="Task, e.g. image-defect."),
+    data: str = typer.Option(..., help="DATASET@version whose validation split ranks the models."),
+    max_latency_ms: float = typer.Option(..., help="Latency budget per call at --batch, in milliseconds."),
+    max_size_mb: float | None = typer.Option(None, help="Size budget in MB (1e6 bytes)."),
+    batch: int = typer.Option(1, help="Batch size the budget applies to."),
+    device: str = typer.Option("this", help="'this' machine (profiles missing ones) or a stored device label."),
+    runtime: str = typer.Option("any", help="any, torch or onnxruntime."),
+    threads: int | None = typer.Option(None, help="Threads of the profiles (default: torch's setting)."),
+    stat: str = typer.Option("p50", help="Latency statistic compared with the budget: p50 or p95."),
+    as_json: bool = typer.Option(False, "--json", help=JSON_HELP),
+) -> None:
+    """Pick the best model of a task under a latency/size budget; explain every exclusion (exit 2 if none fits)."""
+    from modelfab.compress.select import BudgetError, select_model
+
+    sel = select_model(store(), task=task, data=data, max_latency_ms=max_latency_ms, max_size_mb=max_size_mb,
+                       batch=batch, device=device, runtime=runtime, threads=threads, stat=stat)
+    if as_json:
+        print_json(sel.to_dict())
+    else:
+        table = Table(title=f"{task} on {sel.data} val, {sel.device}, batch {batch}, {sel.threads} threads")
+        for col in ("", "model", "runtime", sel.metric, f"{stat} ms", "size MB", "why"):
+            table.add_column(col)
+        for c in sel.candidates:
+            mark = {"chosen": "[green]✔[/]", "fits": "ok"}.get(c.status, "[red]✘[/]")
+            table.add_row(mark, f"{c.model.name}:{c.model.version}", c.runtime or "-",
+                          f"{c.metric:.4f}" if c.metric is not None else "-",
+                          f"{c.latency_ms:.1f}" if c.latency_ms is not None else "-",
+                          f"{c.size_mb:.1f}" if c.size_mb is not None else "-", c.reason)
+        console.print(table)
+    if sel.chosen is None:
+        raise BudgetError(sel.nothing_fits())
