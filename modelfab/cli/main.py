@@ -8,7 +8,22 @@ import click
 import typer
 from pydantic import ValidationError
 
-from modelfab.cli import adapt, data, demo, doctor, models, pretrain, runs, tune, zoo
+from modelfab.cli import (
+    adapt,
+    compress,
+    data,
+    demo,
+    doctor,
+    feedback,
+    label,
+    models,
+    pretrain,
+    runs,
+    screen,
+    serve,
+    tune,
+    zoo,
+)
 from modelfab.core.errors import ModelfabError
 
 app = typer.Typer(
@@ -30,6 +45,16 @@ app.command("evaluate")(tune.evaluate)
 app.add_typer(tune.strategies_app, name="strategies")
 app.command("pretrain")(pretrain.pretrain)
 app.add_typer(runs.app, name="runs")
+app.command("serve")(serve.serve)
+app.add_typer(serve.keys_app, name="keys")
+app.add_typer(serve.deployments_app, name="deployments")
+models.app.command("promote")(serve.promote)
+data.app.command("ingest-feedback")(feedback.ingest_feedback)
+app.command("profile")(compress.profile)
+app.command("export")(compress.export)
+app.command("extract")(compress.extract)
+app.add_typer(screen.app, name="screen")
+app.add_typer(label.app, name="label")
 
 
 def _fail(message: str, code: int = 2) -> int:
