@@ -36,6 +36,10 @@ bench: install
 	$(PY) bench/store.py
 	$(PY) bench/fewshot.py
 	$(PY) bench/fewshot_text.py
+	$(PY) bench/screen.py
+	$(PY) bench/active.py
+	$(PY) bench/selection.py
+	$(PY) bench/serve.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
