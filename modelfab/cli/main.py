@@ -15,6 +15,7 @@ from modelfab.cli import (
     demo,
     doctor,
     feedback,
+    flow,
     label,
     models,
     pretrain,
@@ -45,6 +46,7 @@ app.command("evaluate")(tune.evaluate)
 app.add_typer(tune.strategies_app, name="strategies")
 app.command("pretrain")(pretrain.pretrain)
 app.add_typer(runs.app, name="runs")
+app.command("run")(flow.run)
 app.command("serve")(serve.serve)
 app.add_typer(serve.keys_app, name="keys")
 app.add_typer(serve.deployments_app, name="deployments")

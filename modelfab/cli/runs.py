@@ -7,11 +7,15 @@ from typing import Any
 import typer
 from rich.table import Table
 
+from modelfab.cli import flow
 from modelfab.cli.common import JSON_HELP, console, print_json, store
+from modelfab.cli.flow import step_dict, steps_table
+from modelfab.flow.state import steps_of
 from modelfab.store.runs import get_run, list_runs
 from modelfab.store.schema import Run
 
-app = typer.Typer(help="Runs: what every step did, with config, inputs, outputs and status.", no_args_is_help=True)
+app = typer.Typer(help="Runs: what every step did, with config, inputs, outputs and status; pipeline runs can be "
+                  "resumed, cancelled, approved.", no_args_is_help=True)
 
 
 def run_dict(r: Run) -> dict[str, Any]:
@@ -63,8 +67,12 @@ def show(
     as_json: bool = typer.Option(False, "--json", help=JSON_HELP),
 ) -> None:
     """Show one run."""
-    info = run_dict(get_run(store(), run_id))
+    st = store()
+    info = run_dict(get_run(st, run_id))
+    steps = steps_of(st, run_id) if info["kind"] == "pipeline" else {}
     if as_json:
+        if steps:
+            info["steps"] = [step_dict(r) for r in steps.values()]
         print_json(info)
         return
     table = Table(title=f"run {run_id}", show_header=False)
@@ -73,3 +81,11 @@ def show(
     for key, value in info.items():
         table.add_row(key, str(value))
     console.print(table)
+    if steps:
+        console.print(steps_table(f"steps of {run_id}", steps))
+
+
+app.command("resume")(flow.resume)
+app.command("cancel")(flow.cancel)
+app.command("approve")(flow.approve)
+app.command("logs")(flow.logs)

@@ -8,10 +8,11 @@ stratified by (probability, cell type), seed 0, train 55 / val 10 / calibration 
 
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 from typing import Any
 
-from modelfab.core.errors import MissingExtraError
+from modelfab.core.errors import ConfigError, MissingExtraError
 from modelfab.data.importers import import_image_folder
 from modelfab.data.result import ImportResult
 from modelfab.data.tasks import TaskView, ValueClass
@@ -58,10 +59,36 @@ def read_elpv_labels(root: Path) -> dict[str, dict[str, Any]]:
     return out
 
 
-def import_elpv(store: Store, name: str = "elpv", *, unlabeled: bool = False, strict: bool = False) -> ImportResult:
-    """Import all ELPV images with labels, tasks and the official split."""
+def subset_keys(keys: list[str], size: int, skip: int = 0) -> set[str]:
+    """A deterministic subset: keys ordered by the hash of their name, the window [skip, skip + size).
+
+    Hash order is a seeded-free shuffle, so disjoint windows give disjoint, similarly mixed subsets.
+    """
+    ordered = sorted(keys, key=lambda k: hashlib.sha256(k.encode()).hexdigest())
+    return set(ordered[skip : skip + size])
+
+
+def import_elpv(
+    store: Store,
+    name: str = "elpv",
+    *,
+    unlabeled: bool = False,
+    strict: bool = False,
+    subset: int | None = None,
+    skip: int = 0,
+) -> ImportResult:
+    """Import ELPV images with labels, tasks and the official split (``subset``: a deterministic part).
+
+    A subset gets its own split with the official seed, ratios and strata (probability, cell type),
+    so every split of a small subset still holds both classes and both cell types.
+    """
     root = elpv_root()
     labels = read_elpv_labels(root)
+    if subset is not None:
+        if subset < 1 or skip < 0 or skip >= len(labels):
+            raise ConfigError(f"subset: need subset >= 1 and 0 <= skip < {len(labels)}")
+        chosen = subset_keys(list(labels), subset, skip)
+        labels = {k: v for k, v in labels.items() if k in chosen}
     strata = {k: (v["probability"], v["cell_type"]) for k, v in labels.items()}
     return import_image_folder(
         store,
@@ -74,5 +101,6 @@ def import_elpv(store: Store, name: str = "elpv", *, unlabeled: bool = False, st
         tasks=ELPV_TASKS,
         strata={k.split("/", 1)[1]: v for k, v in strata.items()},
         stratify_names=["probability", "cell_type"],
-        message="import ELPV (elpv-dataset)",
+        message="import ELPV (elpv-dataset)" + (f" subset {subset} from {skip}" if subset is not None else ""),
+        include=None if subset is None else {k.split("/", 1)[1] for k in labels},
     )

@@ -52,8 +52,9 @@ def import_image_folder(
     strata: Mapping[str, Any] | None = None,
     stratify_names: list[str] | None = None,
     message: str | None = None,
+    include: set[str] | None = None,
 ) -> ImportResult:
-    """Import every image under ``root`` as the next version of dataset ``name``.
+    """Import every image under ``root`` (or only the keys in ``include``) as the next version of ``name``.
 
     Class subfolders give a ``label`` field (all files must then sit in subfolders). Unreadable
     files are reported and skipped, or fail the whole import with ``strict``. Images are decoded in
@@ -63,6 +64,10 @@ def import_image_folder(
     """
     root = root.resolve()
     files = _scan(root)
+    if include is not None:
+        files = [p for p in files if p.relative_to(root).as_posix() in include]
+        if not files:
+            raise DataError(f"{root}: none of the {len(include)} requested files exist")
     keys = [p.relative_to(root).as_posix() for p in files]
     in_folders = all("/" in k for k in keys)
     labels: dict[str, dict[str, Any]] = {k: dict(v) for k, v in (label_fields or {}).items()}

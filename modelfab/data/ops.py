@@ -42,3 +42,26 @@ def resplit(
     spec.message = f"split seed={seed}"
     dv, created = create_version(store, base.dataset.name, base.dataset.modality, spec, parent=base.id)
     return ImportResult(base.dataset.name, dv, created, len(spec.items))
+
+
+def reveal_ground_truth(store: Store, ref: str, *, keys: set[str] | None = None) -> ImportResult:
+    """A new version of ``ref`` whose hidden ground truth becomes visible labels (the labeling oracle).
+
+    For demos and benchmarks only: the version's message says the labels came from the oracle.
+    ``keys``: reveal only these items. An item without ground truth is an error (nothing written).
+    """
+    base, spec = spec_from_version(store, ref)
+    wanted = {i.key for i in spec.items} if keys is None else keys
+    missing = sorted(k for k in wanted if not spec.hidden.get(k))
+    if missing:
+        raise DataError(
+            f"{base.dataset.name}@{base.version}: {len(missing)} items have no hidden ground truth to reveal "
+            f"(import with --unlabeled keeps it), e.g. {', '.join(missing[:3])}"
+        )
+    labels = {k: dict(v) for k, v in spec.labels.items()}
+    for key in wanted:
+        labels.setdefault(key, {}).update(spec.hidden[key])
+    spec.labels = labels
+    spec.message = f"oracle: ground truth of {len(wanted)} items revealed as labels"
+    dv, created = create_version(store, base.dataset.name, base.dataset.modality, spec, parent=base.id)
+    return ImportResult(base.dataset.name, dv, created, len(spec.items))

@@ -232,3 +232,23 @@ class Prediction(Base):
     scores: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)  # class -> probability
     confidence: Mapped[float] = mapped_column(Float)
     created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+
+
+class PipelineStep(Base):
+    """One step of a pipeline run (a ``runs`` row of kind ``pipeline``): state, cache key, outputs."""
+
+    __tablename__ = "pipeline_steps"
+    __table_args__ = (UniqueConstraint("run_id", "name"),)
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    run_id: Mapped[str] = mapped_column(ForeignKey("runs.id", ondelete="CASCADE"), index=True)
+    name: Mapped[str] = mapped_column(String(100))
+    uses: Mapped[str] = mapped_column(String(50))
+    # pending | running | waiting | succeeded | cached | failed | skipped | cancelled
+    status: Mapped[str] = mapped_column(String(20), default="pending")
+    cache_key: Mapped[str | None] = mapped_column(String(64), nullable=True, index=True)
+    params: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)  # the resolved ``with:``
+    outputs: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    meta: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)  # attempts, pid, approvals, cached_from
+    error: Mapped[str | None] = mapped_column(Text, nullable=True)
+    started_at: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)
+    ended_at: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)

@@ -1,0 +1,18 @@
+"""The step catalog. Importing this package registers the built-in steps."""
+
+from modelfab.flow.steps import data_steps, gates, model_steps, screen_step
+from modelfab.flow.steps.base import STEPS, Step, StepContext, StepParams, StepWaiting, code_hash, register
+
+__all__ = [
+    "STEPS",
+    "Step",
+    "StepContext",
+    "StepParams",
+    "StepWaiting",
+    "code_hash",
+    "data_steps",
+    "gates",
+    "model_steps",
+    "register",
+    "screen_step",
+]
