@@ -5,7 +5,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 PIP := $(PY) -m pip --disable-pip-version-check -q
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml requirements/constraints.txt | sha256sum | cut -c1-12)
-EXTRAS := dev,elpv,vision,text,pretrain,e5,lm,bench,screen,export,serve
+EXTRAS := dev,elpv,vision,text,pretrain,e5,lm,bench,screen,export,serve,ray
 
 .PHONY: install demo test lint bench clean
 
@@ -40,6 +40,7 @@ bench: install
 	$(PY) bench/active.py
 	$(PY) bench/selection.py
 	$(PY) bench/serve.py
+	$(PY) bench/pipeline.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

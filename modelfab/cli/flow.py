@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 from typing import Any
 
 import typer
 from rich.table import Table
 
-from modelfab.cli.common import JSON_HELP, console, err_console, print_json, store
+from modelfab.cli.common import JSON_HELP, console, print_json, store
 from modelfab.core.errors import ModelfabError
 from modelfab.store.schema import PipelineStep
 
@@ -74,7 +75,7 @@ def report(summary: Any, as_json: bool) -> None:
     if summary.status == "failed":
         raise PipelineFailed(f"run {summary.run_id}: {summary.message}")
     if summary.status == "waiting":
-        err_console.print(f"waiting: {summary.message}")
+        print(f"waiting: {' '.join(summary.message.split())}", file=sys.stderr, flush=True)
         raise typer.Exit(3)
     if summary.status == "cancelled":
         raise PipelineFailed(f"run {summary.run_id} was cancelled")

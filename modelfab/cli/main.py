@@ -68,7 +68,9 @@ def _fail(message: str, code: int = 2) -> int:
 def main(argv: list[str] | None = None) -> int:
     """Run the CLI; returns the exit code (also the console-script entry point)."""
     try:
-        app(args=argv if argv is not None else sys.argv[1:], prog_name="modelfab", standalone_mode=False)
+        result = app(args=argv if argv is not None else sys.argv[1:], prog_name="modelfab", standalone_mode=False)
+        if isinstance(result, int) and not isinstance(result, bool):  # typer.Exit(code) in non-standalone mode
+            return result
     except ModelfabError as exc:
         return _fail(str(exc), exc.exit_code)
     except ValidationError as exc:
