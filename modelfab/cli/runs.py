@@ -10,7 +10,7 @@ from rich.table import Table
 from modelfab.cli import flow
 from modelfab.cli.common import JSON_HELP, console, print_json, store
 from modelfab.cli.flow import step_dict, steps_table
-from modelfab.flow.state import steps_of
+from modelfab.flow.state import driver_alive, steps_of
 from modelfab.store.runs import get_run, list_runs
 from modelfab.store.schema import Run
 
@@ -50,13 +50,17 @@ def list_(
     for r in runs:
         secs = f"{(r.ended_at - r.started_at).total_seconds():.1f}" if r.ended_at else "-"
         style = {"failed": "red", "succeeded": "green"}.get(r.status, "yellow")
+        status = r.status
+        if r.kind == "pipeline" and r.status == "running" and not driver_alive(r):
+            status = "running (driver gone: runs resume)"
         table.add_row(
             r.id,
             r.kind,
-            f"[{style}]{r.status}[/]",
+            f"[{style}]{status}[/]",
             r.started_at.strftime("%Y-%m-%d %H:%M:%S"),
             secs,
-            ", ".join(f"{k}={v}" for k, v in r.outputs.items()),
+            f"pipeline {r.config.get('pipeline')}: {len(r.outputs)} steps with outputs" if r.kind == "pipeline"
+            else ", ".join(f"{k}={v}" for k, v in r.outputs.items()),
         )
     console.print(table)
 
@@ -78,6 +82,9 @@ def show(
     table = Table(title=f"run {run_id}", show_header=False)
     table.add_column("field", style="bold")
     table.add_column("value")
+    if steps:  # the spec text and the per-step outputs are shown as the steps table below
+        info["config"] = {k: v for k, v in info["config"].items() if k != "spec"}
+        info.pop("outputs")
     for key, value in info.items():
         table.add_row(key, str(value))
     console.print(table)

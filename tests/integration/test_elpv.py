@@ -68,3 +68,25 @@ def test_unlabeled_import_hides_ground_truth(store: Store) -> None:
     truth = task_labels(store.version_items(dv.id, include_hidden=True), view, ground_truth=True)
     assert Counter(truth.values()) == {"normal": 1803, "defective": 821}
     assert dv.split_info["hash"]  # the same official split as the labeled import
+
+
+def test_subsets_are_disjoint_windows_and_oracle_reveals_truth(store: Store) -> None:
+    from modelfab.core.errors import ConfigError, DataError
+    from modelfab.data.ops import reveal_ground_truth
+
+    a = import_elpv(store, "elpv-a", subset=120)
+    b = import_elpv(store, "elpv-b", subset=80, skip=120, unlabeled=True)
+    keys_a = {r.key for r in store.version_items(a.ref)}
+    rows_b = store.version_items(b.ref, include_hidden=True)
+    assert len(keys_a) == 120 and len(rows_b) == 80 and not keys_a & {r.key for r in rows_b}
+    assert {r.split for r in rows_b} == {"train", "val", "calibration", "test"}
+    assert import_elpv(store, "elpv-a", subset=120).ref == a.ref  # deterministic: same content, same version
+    with pytest.raises(ConfigError, match="subset"):
+        import_elpv(store, "elpv-c", subset=10, skip=5000)
+    revealed = reveal_ground_truth(store, b.ref)
+    assert revealed.ref == "elpv-b@2"
+    truth = {r.key: r.hidden["probability"] for r in rows_b}
+    assert {r.key: r.labels["probability"] for r in store.version_items(revealed.ref)} == truth
+    assert "oracle" in store.get_dataset_version(revealed.ref).message
+    with pytest.raises(DataError, match="no hidden ground truth"):
+        reveal_ground_truth(store, a.ref)  # a labeled import keeps no hidden truth

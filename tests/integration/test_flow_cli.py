@@ -326,3 +326,49 @@ def test_ray_head_runs_independent_steps(cli, env: Path) -> None:  # type: ignor
     finally:
         subprocess.run([str(ray), "stop", "--force"], env=ray_env, capture_output=True, timeout=120)
         shutil.rmtree(temp, ignore_errors=True)
+
+
+L1_CHAIN = """\
+name: l1-chain
+steps:
+  data:
+    uses: import
+    with: {{source: folder, path: "{root}/cells", name: cells}}
+  adapt:
+    uses: adapt
+    with:
+      base: lite0-64
+      data: ${{{{ steps.data.outputs.dataset }}}}
+      name: cells-l1
+      config: {{steps: 4, batch_size: 8, cache_views: 0, resolution: 64, checkpoint_every: 2, split: train}}
+  tune:
+    uses: tune
+    with:
+      base: ${{{{ steps.adapt.outputs.model }}}}
+      data: ${{{{ steps.data.outputs.dataset }}}}
+      name: cells-l2
+  export:
+    uses: export
+    with: {{model: "${{{{ steps.tune.outputs.model }}}}"}}
+  int8:
+    uses: extract
+    with: {{model: "${{{{ steps.export.outputs.model }}}}", method: quantize, require_parity: false}}
+"""
+
+
+@pytest.mark.timeout(600)
+def test_l1_chain_adapt_tune_extract(cli, env: Path) -> None:  # type: ignore[no-untyped-def]
+    res = cli("run", str(write(env / "l1.yaml", L1_CHAIN.format(root=env))), "--json")
+    assert res.code == 0, res.err
+    steps = steps_by_name(res.out)
+    l1, l2 = steps["adapt"]["outputs"]["model"], steps["tune"]["outputs"]["model"]
+    shown = json.loads(cli("models", "show", l2, "--json").out)
+    assert shown["parent_id"] == l1 and shown["tier"] == "L2"
+    assert json.loads(cli("models", "show", l1, "--json").out)["tier"] == "L1"
+    int8 = json.loads(cli("models", "show", steps["int8"]["outputs"]["model"], "--json").out)
+    assert int8["parent_id"] == steps["export"]["outputs"]["model"]
+    assert steps["int8"]["outputs"]["parity"]["status"] in ("passed", "failed")  # recorded either way
+    bad = L1_CHAIN.format(root=env).replace("resolution: 64", "resolution: 64, epochs: 3")
+    res = cli("run", str(write(env / "l1bad.yaml", bad)), "--json")
+    assert res.code == 2 and "steps.adapt.with.config (line 12)" in res.err
+    assert "unknown adapt field(s) epochs" in res.err

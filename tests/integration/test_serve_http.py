@@ -5,6 +5,7 @@ schemathesis against the OpenAPI schema (in-process ASGI) asserting no 5xx."""
 from __future__ import annotations
 
 import base64
+import io
 import json
 import os
 import signal
@@ -17,7 +18,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
+import numpy as np
 import pytest
+from PIL import Image
 from sqlalchemy import func, select
 
 from modelfab.serve.auth import create_key
@@ -236,6 +239,45 @@ def test_ingest_feedback_builds_next_version(live: Live, cli, monkeypatch: pytes
     again = cli("data", "ingest-feedback", "--deployment", dep["id"])
     assert again.code == 2 and "no un-ingested feedback" in again.err
     assert cli("data", "ingest-feedback", "--deployment", "d-nope").code == 2
+
+
+FEEDBACK_PIPELINE = """\
+name: field-loop
+steps:
+  feedback:
+    uses: ingest-feedback
+    with: {{deployment: {dep}}}
+  retune:
+    uses: tune
+    with: {{base: lite0-64, data: "${{{{ steps.feedback.outputs.dataset }}}}", name: cell-a}}
+"""
+
+
+def test_feedback_pipeline_step_retunes(live: Live, cli, monkeypatch: pytest.MonkeyPatch,  # type: ignore[no-untyped-def]
+                                         tmp_path: Path) -> None:
+    """The loop as a pipeline: new field feedback -> ingest-feedback step -> the next version -> re-tune."""
+    buf = io.BytesIO()
+    Image.fromarray(np.full((40, 40), 30, dtype=np.uint8)).save(buf, format="PNG")  # a new, dark cell
+    r = HTTP.post(f"{live.url}/v1/models/cell-a:predict", files=[("files", ("new.png", buf.getvalue(), "image/png"))],
+                  headers=live.h("viewer"))  # fmt: skip
+    pid = r.json()["predictions"][0]["id"]
+    assert HTTP.post(f"{live.url}/v1/feedback", json={"prediction_id": pid, "label": "ng"},
+                     headers=live.h("annotator-a")).status_code == 200  # fmt: skip
+    monkeypatch.setenv("MODELFAB_HOME", str(live.home))
+    monkeypatch.delenv("MODELFAB_DB", raising=False)
+    deps = json.loads(cli("deployments", "list", "--json").out)
+    dep = next(d for d in deps if d["counters"]["ref"] == "cell-a" and d["status"] == "active")
+    spec = tmp_path / "loop.yaml"
+    spec.write_text(FEEDBACK_PIPELINE.format(dep=dep["id"]))
+    res = cli("run", str(spec), "--json")
+    assert res.code == 0, res.err
+    steps = {s["name"]: s for s in json.loads(res.out)["steps"]}
+    assert steps["feedback"]["outputs"]["added"] == 1
+    st = live.store()
+    retuned = st.get_model(steps["retune"]["outputs"]["model"])
+    assert retuned.name == "cell-a" and retuned.version >= 2
+    assert retuned.dataset_version_id == st.get_dataset_version(steps["feedback"]["outputs"]["dataset"]).id
+    st.close()
 
 
 def test_schemathesis_no_5xx(live: Live) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import shutil
 from typing import Any, ClassVar, Literal
 
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from modelfab.core.errors import ConfigError, ModelfabError
 from modelfab.flow.steps.base import Step, StepContext, StepParams, register
@@ -20,6 +20,18 @@ class AdaptParams(StepParams):
     data: str
     name: str = Field(min_length=1)
     config: dict[str, Any] = Field(default_factory=dict)
+
+    @field_validator("config")
+    @classmethod
+    def _known(cls, v: dict[str, Any]) -> dict[str, Any]:
+        from dataclasses import fields as dc_fields
+
+        from modelfab.adapt.config import AdaptConfig
+
+        unknown = sorted(set(v) - {f.name for f in dc_fields(AdaptConfig)})
+        if unknown:
+            raise ValueError(f"unknown adapt field(s) {', '.join(unknown)}")
+        return v
 
 
 @register("adapt")
@@ -68,6 +80,16 @@ class TuneParams(StepParams):
     auto: bool = False
     budget_s: float = Field(default=900.0, gt=0)
     config: dict[str, Any] = Field(default_factory=dict)
+
+    @field_validator("config")
+    @classmethod
+    def _known(cls, v: dict[str, Any]) -> dict[str, Any]:
+        from modelfab.tune.config import TuneConfig
+
+        unknown = sorted(set(v) - set(TuneConfig.model_fields))
+        if unknown:
+            raise ValueError(f"unknown tune field(s) {', '.join(unknown)}")
+        return v
 
 
 @register("tune")
