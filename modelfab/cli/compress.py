@@ -91,19 +91,29 @@ def export(
 
 def extract(
     model: str = typer.Argument(..., help="Source model: id, NAME, NAME:version or NAME@alias."),
-    method: str = typer.Option(..., help="Extractor: quantize (static INT8)."),
-    calibration: str | None = typer.Option(None, help="DATASET@version[:split] of calibration images."),
-    samples: int | None = typer.Option(None, help="Calibration images (default 64)."),
+    method: str = typer.Option(..., help="Extractor: quantize (static INT8), distill, prune, elastic."),
+    calibration: str | None = typer.Option(None, help="quantize: DATASET@version[:split] of calibration images."),
+    samples: int | None = typer.Option(None, help="quantize: calibration images (default 64)."),
     data: str | None = typer.Option(None, help="DATASET@version[:split] for the parity (default: its dataset, val)."),
-    name: str | None = typer.Option(None, help="Name of the child (default: MODEL-int8)."),
+    name: str | None = typer.Option(None, help="Name of the child (default: MODEL-<method>)."),
+    student: str | None = typer.Option(None, help="distill: the student base (a registered L0/L1)."),
+    ratio: float | None = typer.Option(None, help="prune: fraction of channels removed, in (0, 0.95)."),
+    max_latency_ms: float | None = typer.Option(None, help="elastic: latency budget of the extracted sub-network."),
+    epochs: int | None = typer.Option(None, help="distill / prune / elastic: training epochs."),
+    option: list[str] = typer.Option([], "--option", "-o", help="Any other option of the method: KEY=VALUE."),
     as_json: bool = typer.Option(False, "--json", help=JSON_HELP),
 ) -> None:
-    """Derive a child model (INT8, ...) with a task-level parity record against fp32.
+    """Derive a child model (INT8, distilled, pruned, elastic sub-network) with its parity record.
 
     Exit code 1 when parity fails (the child is registered with the failed record, not deployable).
     """
     from modelfab.compress.extract import extract as run_extract
+    from modelfab.flow.spec import parse_set
 
-    flags = {"calibration": calibration, "samples": samples, "data": data, "name": name}
-    res = run_extract(store(), model, method, {k: v for k, v in flags.items() if v is not None})
+    flags = {"calibration": calibration, "samples": samples, "data": data, "name": name, "student": student,
+             "ratio": ratio, "max_latency_ms": max_latency_ms, "epochs": epochs}
+    options = {k: v for k, v in flags.items() if v is not None}
+    for key, value in parse_set(option).items():
+        options[key.replace("-", "_")] = value
+    res = run_extract(store(), model, method, options)
     _finish(res.model, res.parity, res.artifact_bytes, as_json, {"details": res.details})

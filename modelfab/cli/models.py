@@ -127,15 +127,22 @@ def select(
     runtime: str = typer.Option("any", help="any, torch or onnxruntime."),
     threads: int | None = typer.Option(None, help="Threads of the profiles (default: torch's setting)."),
     stat: str = typer.Option("p50", help="Latency statistic compared with the budget: p50 or p95."),
+    extract_if_none: bool = typer.Option(False, "--extract-if-none",
+                                         help="Nothing fits: run the cheapest compressor that can meet the budget."),
     as_json: bool = typer.Option(False, "--json", help=JSON_HELP),
 ) -> None:
     """Pick the best model of a task under a latency/size budget; explain every exclusion (exit 2 if none fits)."""
-    from modelfab.compress.select import BudgetError, select_model
+    from modelfab.compress.select import BudgetError, select_model, select_or_extract
 
-    sel = select_model(store(), task=task, data=data, max_latency_ms=max_latency_ms, max_size_mb=max_size_mb,
-                       batch=batch, device=device, runtime=runtime, threads=threads, stat=stat)
+    args: dict[str, Any] = {"task": task, "data": data, "max_latency_ms": max_latency_ms, "max_size_mb": max_size_mb,
+            "batch": batch, "device": device, "runtime": runtime, "threads": threads, "stat": stat}
+    attempts: list[dict[str, Any]] = []
+    if extract_if_none:
+        sel, attempts = select_or_extract(store(), **args)
+    else:
+        sel = select_model(store(), **args)
     if as_json:
-        print_json(sel.to_dict())
+        print_json({**sel.to_dict(), "extracted": attempts})
     else:
         table = Table(title=f"{task} on {sel.data} val, {sel.device}, batch {batch}, {sel.threads} threads")
         for col in ("", "model", "runtime", sel.metric, f"{stat} ms", "size MB", "why"):
@@ -147,5 +154,7 @@ def select(
                           f"{c.latency_ms:.1f}" if c.latency_ms is not None else "-",
                           f"{c.size_mb:.1f}" if c.size_mb is not None else "-", c.reason)
         console.print(table)
+        for a in attempts:
+            console.print(f"extracted with {a['method']} {a['options']}: {a.get('model') or a.get('error')}")
     if sel.chosen is None:
         raise BudgetError(sel.nothing_fits())

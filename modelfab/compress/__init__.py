@@ -1,9 +1,10 @@
 """Compress: export with parity, INT8, latency profiles and model selection (see docs/compress.md).
 
 Catalogs: :data:`RUNTIMES` (run a registered model with torch or onnxruntime) and
-:data:`EXTRACTORS` (derive a child model: ``quantize``; distill/prune/elastic plug in later).
+:data:`EXTRACTORS` (derive a child model: ``quantize``, ``distill``, ``prune``, ``elastic``).
 """
 
+from modelfab.compress import distill  # registers the distill extractor
 from modelfab.compress.export import ExportResult, export_model
 from modelfab.compress.extract import EXTRACTORS, ExtractResult, QuantizeConfig, extract
 from modelfab.compress.parity import deployable
@@ -21,6 +22,7 @@ __all__ = [
     "QuantizeConfig",
     "Selection",
     "deployable",
+    "distill",
     "export_model",
     "extract",
     "load_predictor",

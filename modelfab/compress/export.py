@@ -75,6 +75,7 @@ def register_child(
     metrics: dict[str, Any],
     config: dict[str, Any],
     card_extra: dict[str, Any] | None = None,
+    params: int | None = None,
 ) -> Model:
     """Store the artifact bytes (content-addressed) and register the child of ``source`` (tier L2)."""
     digest = store.artifacts.put_bytes(data)
@@ -90,7 +91,7 @@ def register_child(
               "runtime": card["runtime"], "precision": precision},
         config=config,
         metrics=metrics,
-        params=parent.params,
+        params=parent.params if params is None else params,
         trainable_params=0,
         weights=digest,
         card={"exported": card, "artifact_bytes": len(data)},

@@ -78,7 +78,7 @@ def unsupported_op(exc: BaseException) -> str | None:
     return None
 
 
-def export_onnx(module: nn.Module, example: Tensor, opset: int = OPSET) -> bytes:
+def export_onnx(module: nn.Module, example: Tensor, opset: int = OPSET, *, fold: bool = True) -> bytes:
     """ONNX protobuf bytes of ``module`` (legacy TorchScript-based exporter, dynamic batch axis).
 
     An operator the exporter cannot translate raises :class:`ConfigError` naming it.
@@ -103,7 +103,13 @@ def export_onnx(module: nn.Module, example: Tensor, opset: int = OPSET) -> bytes
         if op:
             raise ConfigError(f"export: operator {op} cannot be exported to ONNX opset {opset} ({first})") from None
         raise ConfigError(f"export: the ONNX exporter failed: {first}") from None
-    return buf.getvalue()
+    if not fold:
+        return buf.getvalue()
+    from modelfab.compress.quantize import fold_pads
+
+    # "same" padding computed at run time (Shape -> ... -> Pad) becomes constant Conv pads: the same
+    # function, about 1.7x faster at batch 32 in ONNX Runtime on this CPU (docs/compress.md)
+    return fold_pads(buf.getvalue())
 
 
 def export_torchscript(module: nn.Module, example: Tensor) -> bytes:

@@ -101,11 +101,33 @@ def deployable(store: Store, model: Model | str) -> tuple[bool, str]:
         fmt, _ = model_format(store, m)
     except ConfigError as exc:
         return False, str(exc)
-    if fmt == "scenario":
-        return True, f"{m.name}:{m.version} is a tuned L2 scenario model (torch runtime)"
     parity = (m.metrics or {}).get("parity")
+    if fmt == "scenario":  # a tuned L2; a distilled one carries its compression record
+        if parity and parity.get("status") != "passed":
+            return False, f"{m.name}:{m.version} failed {parity.get('kind')} parity: {parity.get('reason')}"
+        return True, f"{m.name}:{m.version} is a tuned L2 scenario model (torch runtime)"
     if not parity:
         return False, f"{m.name}:{m.version} ({fmt}) has no parity record"
     if parity.get("status") != "passed":
         return False, f"{m.name}:{m.version} failed {parity.get('kind')} parity: {parity.get('reason')}"
     return True, f"{parity.get('kind')} parity passed: {parity.get('reason')}"
+
+
+def compression_record(metric: str, value: float, teacher_value: float, data: str, *, max_drop: float,
+                       extra: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The parity record of a compressed model (distilled, pruned, extracted): a new network, so no label
+    agreement is asked; it passes when its validation metric is within ``max_drop`` of its teacher's."""
+    drop = teacher_value - value
+    ok = drop <= max_drop + 1e-12
+    text = f"{metric} {value:.4f} vs teacher {teacher_value:.4f} (Δ {-drop:+.4f}, limit -{max_drop})"
+    return {
+        "kind": "compression",
+        "status": "passed" if ok else "failed",
+        "reason": text,
+        "metric": metric,
+        "value": value,
+        "reference_value": teacher_value,
+        "max_metric_drop": max_drop,
+        "data": data,
+        **(extra or {}),
+    }

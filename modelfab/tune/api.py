@@ -27,7 +27,7 @@ from modelfab.tune.inputs import InputBank
 from modelfab.tune.metafeatures import meta_features
 from modelfab.tune.methods import METHODS, backbone_param_count, trainable_count
 from modelfab.tune.scenario import ScenarioNet
-from modelfab.tune.train import TrainOutcome, train_network, train_probe
+from modelfab.tune.train import Distillation, TrainOutcome, train_network, train_probe
 from modelfab.zoo.base import Backbone
 from modelfab.zoo.registry import load_registered
 
@@ -239,8 +239,13 @@ def train_l2(
     resume: bool = False,
     ground_truth: bool = False,
     recipe: str | None = None,
+    teacher: Callable[[list[ItemRow]], Distillation] | None = None,
 ) -> TrainedL2:
-    """Train a scenario model (nothing registered yet)."""
+    """Train a scenario model (nothing registered yet).
+
+    ``teacher`` (distillation): maps the training rows to the teacher's targets; the backbone is then
+    trained with the knowledge-distillation loss (methods that train the backbone only).
+    """
     backbone, base_model = load_base(store, base, cfg.image_size)
     task_data = load_task_data(store, data, cfg.labels, shots=cfg.shots, seed=cfg.seed, ground_truth=ground_truth)
     task = resolve_task(cfg, task_data, backbone.input_spec.modality)
@@ -255,6 +260,8 @@ def train_l2(
     head.set_standardisation(x_train)
     net = ScenarioNet(backbone, head)
     method.prepare(backbone.module, cfg)
+    if teacher is not None and not method.trains_backbone:
+        raise ConfigError(f"distillation trains the student's backbone: use full, partial or lora, not {cfg.method}")
     if not method.trains_backbone:
         x_val = features(val.rows) if len(val) else None
         outcome = train_probe(head, x_train, train.y, x_val, val.y if len(val) else None, cfg, len(task_data.classes))
@@ -275,6 +282,7 @@ def train_l2(
             len(task_data.classes),
             run_dir,
             resume,
+            distill=teacher(train.rows) if teacher is not None else None,
         )
         val_probs = probabilities(net, val_list)
     metrics = val_metrics(val_probs, val.y, task_data.positive)

@@ -117,6 +117,35 @@ def train_probe(
 BatchFn = Callable[[Tensor, bool, torch.Generator], Any]  # (indices, augment, gen) -> model-ready batch
 
 
+@dataclass
+class Distillation:
+    """Knowledge distillation targets for the training items (teacher outputs computed once).
+
+    ``probs``: (N, C) teacher class probabilities; ``features``: optional (N, D_t) teacher embeddings
+    matched by a linear projection of the student's embedding (the feature loss).
+    """
+
+    probs: Tensor
+    temperature: float = 4.0
+    alpha: float = 0.7  # weight of the soft-target loss; 1 - alpha goes to the hard labels
+    features: Tensor | None = None
+    feature_weight: float = 0.0
+
+
+def kd_loss(student_logits: Tensor, teacher_probs: Tensor, y: Tensor, temperature: float, alpha: float,
+            weight: Tensor | None = None) -> Tensor:
+    """Hinton et al. (2015): ``alpha * T^2 * KL(teacher_T || student_T) + (1 - alpha) * CE(student, y)``.
+
+    ``student_logits`` (N, C); ``teacher_probs`` (N, C) probabilities (sharpened/softened through their
+    logs at temperature ``T``); ``y`` (N,) hard labels.
+    """
+    t = temperature
+    soft_teacher = torch.softmax(torch.log(teacher_probs.clamp_min(1e-8)) / t, dim=1)  # (N, C)
+    kl = F.kl_div(F.log_softmax(student_logits / t, dim=1), soft_teacher, reduction="batchmean")
+    hard = F.cross_entropy(student_logits, y, weight=weight)
+    return alpha * t * t * kl + (1.0 - alpha) * hard
+
+
 def _trainable(net: nn.Module) -> dict[str, Tensor]:
     return {n: p.detach().clone() for n, p in net.named_parameters() if p.requires_grad}
 
@@ -138,18 +167,27 @@ def train_network(
     n_classes: int,
     run_dir: Path | None = None,
     resume: bool = False,
+    distill: Distillation | None = None,
 ) -> TrainOutcome:
     """Mini-batch training of ``net`` (head + trainable backbone parameters).
+
+    With ``distill`` the loss is :func:`kd_loss` against the teacher's outputs (plus the feature
+    loss through a trained projection when teacher features are given); early stopping still uses
+    the labelled validation loss.
 
     The encoder stays in eval mode (batch-norm statistics frozen: few labels cannot re-estimate
     them); gradients still flow through it.
     """
     head_params = [p for n, p in net.named_parameters() if p.requires_grad and n.startswith("head.")]
     body_params = [p for n, p in net.named_parameters() if p.requires_grad and not n.startswith("head.")]
-    opt = torch.optim.AdamW(
-        [{"params": head_params, "lr": cfg.lr}, {"params": body_params, "lr": cfg.lr * cfg.backbone_lr_scale}],
-        weight_decay=cfg.weight_decay,
-    )
+    groups = [{"params": head_params, "lr": cfg.lr}, {"params": body_params, "lr": cfg.lr * cfg.backbone_lr_scale}]
+    projection: nn.Linear | None = None
+    scenario: Any = net  # a ScenarioNet: ``_embed(batch) -> (N, D)`` and ``head``
+    if distill is not None and distill.features is not None and distill.feature_weight > 0:
+        embed_dim = int(scenario.head.mean.shape[0])  # the TaskHead's standardisation buffer is (D_s,)
+        projection = nn.Linear(embed_dim, distill.features.shape[1])  # student (D_s) -> teacher (D_t)
+        groups.append({"params": list(projection.parameters()), "lr": cfg.lr})
+    opt = torch.optim.AdamW(groups, weight_decay=cfg.weight_decay)
     weights = class_weights(y_train, n_classes, cfg.class_weight)
     start_epoch, best_loss, best_epoch, bad = 1, math.inf, 0, 0
     best_state = _trainable(net)
@@ -180,8 +218,16 @@ def train_network(
         batches = range(0, n, cfg.batch_size)
         for b, start in enumerate(track(batches, len(batches), f"epoch {epoch}/{cfg.epochs}")):
             idx = order[start : start + cfg.batch_size]
-            logits = net(make_batch(idx, cfg.augment != "none", gen))
-            loss = F.cross_entropy(logits, y_train[idx], weight=weights)
+            batch = make_batch(idx, cfg.augment != "none", gen)
+            if distill is None:
+                logits = net(batch)
+                loss = F.cross_entropy(logits, y_train[idx], weight=weights)
+            else:
+                z = scenario._embed(batch) if projection is not None else None  # (B, D_s)
+                logits = scenario.head(z) if z is not None else net(batch)
+                loss = kd_loss(logits, distill.probs[idx], y_train[idx], distill.temperature, distill.alpha, weights)
+                if z is not None and projection is not None and distill.features is not None:
+                    loss = loss + distill.feature_weight * F.mse_loss(projection(z), distill.features[idx])
             _check_finite(loss, f"epoch {epoch} batch {b}")
             opt.zero_grad()
             loss.backward()
