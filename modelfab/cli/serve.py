@@ -64,8 +64,10 @@ def serve(
         else:
             spec = {"settings": settings.model_dump(), "models": refs, "deployments": deployments, "base_url": base_url}
             os.environ["MODELFAB_SERVE_SPEC"] = json.dumps(spec)
+            # a worker loading torch + its models can hold the GIL for seconds on a busy CPU: uvicorn's default
+            # 5 s health-check would kill and respawn it forever (seen on 2 cores), so allow a minute
             uvicorn.run("modelfab.serve.app:app_from_env", factory=True, host=host, port=port, workers=workers,
-                        log_level="warning", access_log=False)
+                        log_level="warning", access_log=False, timeout_worker_healthcheck=60)
     finally:
         stop_deployments(st, list(deployments.values()))
         console.print("stopped: " + ", ".join(deployments.values()))
