@@ -8,7 +8,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -17,7 +16,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from PIL import Image
+
+from tests.helpers import free_port, write_cell
 
 CHAIN = """\
 name: cells-chain
@@ -68,22 +68,13 @@ steps:
 """
 
 
-def cell(path: Path, defect: bool, rng: np.random.Generator) -> None:
-    img = rng.normal(150, 8, size=(48, 48)).clip(0, 255)
-    if defect:
-        row = int(rng.integers(8, 40))
-        img[row - 1 : row + 2, 4:44] = 20  # a dark crack
-    path.parent.mkdir(parents=True, exist_ok=True)
-    Image.fromarray(img.astype(np.uint8)).save(path)
-
-
 @pytest.fixture()
 def env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, cli) -> Path:  # type: ignore[no-untyped-def]
     rng = np.random.default_rng(0)
     for folder, counts in (("cells", (("good", 40), ("ng", 54))), ("batch", (("good", 30), ("ng", 10)))):
         for cls, n in counts:
             for i in range(n):
-                cell(tmp_path / folder / cls / f"{cls}{i:03d}.png", cls == "ng", rng)
+                write_cell(tmp_path / folder / cls / f"{cls}{i:03d}.png", cls == "ng", rng)
     monkeypatch.setenv("MODELFAB_HOME", str(tmp_path / "home"))
     monkeypatch.delenv("MODELFAB_DB", raising=False)
     assert cli("models", "add-foundation", "efficientnet-lite0", "--as", "lite0-64", "--image-size", "64").code == 0
@@ -290,12 +281,6 @@ def test_sigkill_during_tune_then_resume(cli, env: Path) -> None:  # type: ignor
     assert steps["data"]["meta"]["attempts"] == 1  # not repeated
     assert steps["tune"]["meta"]["attempts"] == 2 and steps["tune"]["meta"]["record"]["resumed_from_epoch"] >= 1
     assert json.loads(cli("models", "show", "killed-l2", "--json").out)["id"] == steps["tune"]["outputs"]["model"]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @pytest.mark.timeout(300)

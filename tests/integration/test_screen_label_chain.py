@@ -8,19 +8,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from PIL import Image
+
+from tests.helpers import write_cell
 
 FIT = ("--image-size", "64", "--layers", "block4,block10")
 LOW = ("--target-recall", "0.7", "--confidence", "0.9")  # 7 calibration defects suffice, the split gives 8
-
-
-def cell(path: Path, defect: bool, rng: np.random.Generator) -> None:
-    img = rng.normal(150, 8, size=(48, 48)).clip(0, 255)
-    if defect:
-        row = int(rng.integers(8, 40))
-        img[row - 1 : row + 2, 4:44] = 20  # a dark crack
-    path.parent.mkdir(parents=True, exist_ok=True)
-    Image.fromarray(img.astype(np.uint8)).save(path)
 
 
 @pytest.fixture()
@@ -28,9 +20,9 @@ def env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     rng = np.random.default_rng(0)
     for cls, n in (("good", 40), ("ng", 54)):  # labeled history: 'ng' (the second class) is the defect
         for i in range(n):
-            cell(tmp_path / "cells" / cls / f"{cls}{i:03d}.png", cls == "ng", rng)
+            write_cell(tmp_path / "cells" / cls / f"{cls}{i:03d}.png", cls == "ng", rng)
     for i in range(24):  # today's unlabeled batch: a quarter defective, names keep the truth for the oracle
-        cell(tmp_path / "batch" / f"{'ng' if i % 4 == 0 else 'good'}-{i:02d}.png", i % 4 == 0, rng)
+        write_cell(tmp_path / "batch" / f"{'ng' if i % 4 == 0 else 'good'}-{i:02d}.png", i % 4 == 0, rng)
     monkeypatch.setenv("MODELFAB_HOME", str(tmp_path / "home"))
     monkeypatch.delenv("MODELFAB_DB", raising=False)
     return tmp_path

@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -17,15 +16,10 @@ import pytest
 
 from modelfab.serve.auth import create_key
 from modelfab.tune import TuneConfig, tune
+from tests.helpers import free_port
 from tests.tune_fixtures import tiny_image_store, write_blobs
 
 ROOT = Path(__file__).resolve().parents[2]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @pytest.mark.timeout(300)
