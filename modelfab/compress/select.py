@@ -203,8 +203,11 @@ def _consider(store: Store, model: Model, sel: Selection, runtime: str, this: bo
 PRUNE_LATENCY_EXPONENT = 1.36  # measured here: 50% channel pruning -> 0.39x ONNX Runtime latency (0.5 ** 1.36)
 
 
-def compression_plan(store: Store, source: Model, latency_ms: float,
-                     budget_ms: float) -> list[tuple[str, dict[str, Any]]]:
+Plan = list[tuple[str, dict[str, Any]]]
+
+
+def compression_plan(store: Store, source: Model, latency_ms: float, budget_ms: float, *,
+                     size_mb: float | None = None, max_size_mb: float | None = None) -> Plan:
     """Compressors to try on ``source`` for ``budget_ms``, cheapest first (only those in the catalog).
 
     ONNX export (no training, ~3-4x on CPU) when the source has none; static INT8 when the gap is
@@ -214,6 +217,8 @@ def compression_plan(store: Store, source: Model, latency_ms: float,
     from modelfab.compress.extract import EXTRACTORS
 
     ratio = budget_ms / latency_ms
+    # parameters (and so size) of channel pruning shrink about as (1 - p)^2; keep a 5-point margin
+    size_ratio = max_size_mb / size_mb if size_mb and max_size_mb else None
     fmt, _ = model_format(store, source)
     plan: list[tuple[str, dict[str, Any]]] = []
     if fmt == "scenario":
@@ -221,8 +226,10 @@ def compression_plan(store: Store, source: Model, latency_ms: float,
     if "quantize" in EXTRACTORS and ratio >= 0.5:
         plan.append(("quantize", {}))
     if "prune" in EXTRACTORS:
-        prune = min(0.9, max(0.1, 1.0 - ratio ** (1.0 / PRUNE_LATENCY_EXPONENT)))
-        plan.append(("prune", {"ratio": round(prune, 2)}))
+        prune = 1.0 - min(ratio, 1.0) ** (1.0 / PRUNE_LATENCY_EXPONENT)
+        if size_ratio is not None and size_ratio < 1.0:
+            prune = max(prune, 1.0 - size_ratio ** 0.5 + 0.05)
+        plan.append(("prune", {"ratio": round(min(0.9, max(0.1, prune)), 2)}))
     if "elastic" in EXTRACTORS:
         plan.append(("elastic", {"max_latency_ms": budget_ms}))
     return plan
@@ -241,12 +248,14 @@ def select_or_extract(store: Store, **kwargs: Any) -> tuple[Selection, list[dict
     timed = [c for c in sel.candidates if c.latency_ms is not None and c.metric is not None]
     if not timed:
         raise BudgetError(sel.nothing_fits())
-    best = max(timed, key=lambda c: (c.metric or 0.0, -(c.latency_ms or 0.0)))
+    best = max(timed, key=lambda c: (c.metric or 0.0, -(c.latency_ms or 0.0)))  # the source worth compressing
     source = best.model
     fmt, _ = model_format(store, source)
     if fmt != "scenario" and source.parent_id:  # an exported child: compress the L2 it came from
         source = store.get_model(source.parent_id)
-    for method, options in compression_plan(store, source, float(best.latency_ms or 1.0), sel.max_latency_ms):
+    plan = compression_plan(store, source, float(best.latency_ms or 1.0), sel.max_latency_ms,
+                            size_mb=best.size_mb, max_size_mb=sel.max_size_mb)
+    for method, options in plan:
         try:
             if method == "export":
                 child = export_model(store, source.id, "onnx").model
