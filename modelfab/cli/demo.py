@@ -1,17 +1,15 @@
 """``modelfab demo``: the factory loop end to end on the embedded default store.
 
-Each issue extends this with its step. Today: import ELPV, relabel a few items (a new version
-with the first as parent), show versions, tasks and the official split; register the L0
-EfficientNet-Lite0 and Lite2, tune a few-shot L2 from Lite0 defect model from it, evaluate it on the test split, draw
-the lineage and print a summary.
+Runs the example pipeline ``examples/solar-cell-inspection/pipeline.yaml`` at demo size (ELPV: a
+labeled reference subset and an unlabeled pool; L1 adaptation, screening, oracle labels, an L2 from
+the L1, evaluation, pruning, ONNX export with parity, a rule-based approval, deployment, field traffic
+through the REST API with corrections, feedback ingestion, a re-tuned L2 compared with the first) and
+prints a summary: each step's time, the lineage tree, the screening saving, the test metrics, the
+endpoint and the reports. A second `make demo` comes from the cache in seconds.
 """
 
 from __future__ import annotations
 
-import csv
-import tempfile
-import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -19,95 +17,77 @@ import typer
 from rich.table import Table
 
 from modelfab.cli.common import console, store
-from modelfab.cli.data import describe, versions_table
-from modelfab.data import import_elpv, import_labels
+from modelfab.cli.flow import echo, on_event, report, seconds
+from modelfab.core.errors import ConfigError, NotFoundError
+
+EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "solar-cell-inspection" / "pipeline.yaml"
 
 
-def _timed(steps: list[tuple[str, float, str]], name: str, fn: Callable[[], Any], note: Callable[[Any], str]) -> Any:
-    t0 = time.perf_counter()
-    result = fn()
-    steps.append((name, time.perf_counter() - t0, note(result)))
-    return result
+def _ensure_l0(st: Any, name: str) -> None:
+    from modelfab.zoo.registry import register_foundation
+
+    try:
+        st.get_model(name)
+    except NotFoundError:
+        register_foundation(st, "efficientnet-lite0", name=name)
 
 
 def demo(
-    name: str = typer.Option("elpv", help="Dataset name for ELPV."),
-    shots: int = typer.Option(20, help="Labeled train images per class for the scenario model."),
+    pipeline: Path = typer.Option(EXAMPLE, help="The pipeline to run (default: the solar-cell example)."),
+    set_: list[str] = typer.Option([], "--set", help="Override a parameter: KEY=VALUE (e.g. reference=1800)."),
+    no_cache: bool = typer.Option(False, "--no-cache", help="Run every step again."),
 ) -> None:
-    """Run the main job end to end on the configured store (default: SQLite under ~/.modelfab)."""
-    st = store()
-    console.rule("[bold]modelfab demo")
-    console.print(f"store: {st.safe_db_url}, artifacts: {st.artifacts.url}")
-    steps: list[tuple[str, float, str]] = []
-    first = _timed(
-        steps,
-        "import ELPV",
-        lambda: import_elpv(st, name),
-        lambda r: f"{r.ref}: {r.items} images ({'new' if r.created else 'already imported'})",
-    )
-    v1 = f"{name}@{first.version.version}"
-    with tempfile.TemporaryDirectory() as tmp:
-        relabel = Path(tmp) / "review.csv"
-        with relabel.open("w", newline="") as f:
-            w = csv.writer(f)
-            w.writerow(["key", "probability"])
-            # An expert re-reviews three uncertain cells and marks them as defective.
-            for key in ("cell0004.png", "cell0010.png", "cell0020.png"):
-                w.writerow([key, "1.0"])
-        second = _timed(
-            steps,
-            "import reviewed labels",
-            lambda: import_labels(st, v1, relabel, message="expert review"),
-            lambda r: f"{r.ref} (parent {v1})",
-        )
-    info = _timed(steps, "describe", lambda: describe(second.ref), lambda i: f"{len(i['tasks'])} tasks")
-    seed = info["split_info"].get("seed")
-    table = Table(title=f"{info['dataset']}@{info['version']}: tasks on the official split (seed {seed})")
-    table.add_column("task")
-    splits = list(info["splits"])
-    for s in splits:
-        table.add_column(s, justify="right")
-    table.add_column("classes")
-    for tname, t in info["tasks"].items():
-        per = [str(sum(t["by_split"].get(s, {}).values())) for s in splits]
-        table.add_row(tname, *per, ", ".join(f"{c}={n}" for c, n in t["distribution"].items()))
-    console.print(table)
-    console.print(versions_table(info["versions"]))
-    from modelfab.evaluate.model_eval import evaluate_model
-    from modelfab.tune import TuneConfig, tune
-    from modelfab.zoo.registry import register_foundation
-
-    def register_vision_l0s() -> Any:
-        lite0, _ = register_foundation(st, "efficientnet-lite0")
-        register_foundation(st, "efficientnet-lite2")
-        return lite0
-
-    l0 = _timed(
-        steps, "register L0s", register_vision_l0s, lambda m: f"{m.name} ({m.params:,} params), efficientnet-lite2"
-    )
-    cfg = TuneConfig(labels="elpv-defect", shots=shots, method="probe")
-    l2 = _timed(
-        steps,
-        f"tune L2 ({shots} labels/class)",
-        lambda: tune(st, base=l0.id, data=second.ref, name="solar-cell-defect", cfg=cfg),
-        lambda r: f"{r.model.name}:{r.model.version} val AUROC {r.val_metrics.get('auroc', 0):.3f}",
-    )
-    ev = _timed(
-        steps,
-        "evaluate on test",
-        lambda: evaluate_model(st, l2.model.id, f"{second.ref}:test"),
-        lambda e: f"AUROC {e.result.metrics.auroc:.3f}, AP {e.result.metrics.ap:.3f}",
-    )
+    """Run the solar-cell inspection pipeline end to end on the configured store and summarise it."""
     from modelfab.cli.models import lineage_
+    from modelfab.flow import load_spec, run_pipeline, validate
+    from modelfab.flow.spec import parse_set
 
-    lineage_(l2.model.id, as_json=False)
-    summary = Table(title="summary")
-    for col in ("step", "seconds", "result"):
-        summary.add_column(col)
-    for step, secs, note in steps:
-        summary.add_row(step, f"{secs:.2f}", note)
-    console.print(summary)
-    console.print(f"split hash {info['split_info'].get('hash')}; report: {ev.report_dir / 'report.html'}")
-    console.print(
-        f"next: `modelfab models show {l2.model.name}`, `modelfab evaluate {l2.model.name} --data {second.ref}:test`"
-    )
+    if not pipeline.exists():
+        raise ConfigError(f"{pipeline}: the example pipeline is not here (run `make demo` from a clone of the repo)")
+    st = store()
+    console.rule("[bold]modelfab demo: solar-cell inspection")
+    console.print(f"store: {st.safe_db_url}, artifacts: {st.artifacts.url}\npipeline: {pipeline}")
+    overrides = parse_set(set_)
+    loaded = load_spec(pipeline, overrides)
+    _ensure_l0(st, str(loaded.spec.params.get("base", "lite0")))
+    plan = validate(loaded, st)
+    summary = run_pipeline(st, plan, no_cache=no_cache, overrides=overrides, on_event=on_event, echo=echo,
+                           on_created=lambda rid: console.print(f"run [bold]{rid}[/]"))
+    if summary.status != "succeeded":
+        report(summary, as_json=False)  # prints the steps and exits non-zero with the reason
+        return
+    steps = summary.steps
+    out = {n: r.outputs for n, r in steps.items()}
+    console.print(f"\n[bold]lineage of {out['retune']['model']}[/]")
+    lineage_(out["retune"]["model"], as_json=False)
+    table = Table(title=f"demo summary (run {summary.run_id})")
+    for col in ("step", "uses", "status", "seconds", "result"):
+        table.add_column(col, overflow="fold")
+    notes = {
+        "screen": lambda o: f"{o['filtered_fraction']:.1%} of the pool filtered as normal; {o['dataset']} to label",
+        "label": lambda o: f"{o['labeled']} items labeled (oracle) -> {o['dataset']}",
+        "tune": lambda o: f"{o['model']} val {o['metrics'].get('val', {})}",
+        "evaluate": lambda o: f"test {_metrics(o)}",
+        "compress": lambda o: f"{o['model']} ({o['parity'].get('reason')})",
+        "export": lambda o: f"{o['model']} parity {o['parity'].get('status')}",
+        "deploy": lambda o: f"{o['endpoint']} ({o['runtime']})",
+        "field": lambda o: f"{o['requests']} requests, accuracy {o['accuracy']:.3f}, {o['corrections']} corrected",
+        "feedback": lambda o: f"{o['dataset']}: {o['added']} new items, {o['relabelled']} relabelled",
+        "retune": lambda o: f"{o['model']}",
+        "compare": lambda o: f"test {_metrics(o)}",
+    }
+    for name, row in steps.items():
+        secs = seconds(row)
+        note = notes.get(name, lambda o: ", ".join(f"{k}={v}" for k, v in o.items() if not isinstance(v, dict)))
+        table.add_row(name, row.uses, row.status, f"{secs:.1f}" if secs is not None else "-", note(row.outputs))
+    console.print(table)
+    total = sum(seconds(r) or 0.0 for r in steps.values())
+    console.print(f"steps took {total:.0f} s in all (cached steps take none)")
+    console.print(f"reports: {out['evaluate']['report']}\n         {out['compare']['report']} (re-tuned vs first)")
+    console.print(f"serve it: modelfab serve {loaded.spec.params.get('model', 'solar-cell-defect')}@production "
+                  f"--port 8000   (endpoint {out['deploy']['endpoint']})")
+
+
+def _metrics(outputs: dict[str, Any]) -> str:
+    split: dict[str, float] = next(iter(outputs["metrics"].values()), {})
+    return ", ".join(f"{k} {split[k]:.3f}" for k in ("auroc", "ap", "accuracy") if k in split)

@@ -1,0 +1,47 @@
+"""The example pipelines of examples/, at a tiny size, through the CLI on real ELPV subsets and real models:
+``modelfab demo`` (solar-cell inspection: the whole loop), then a second line from its L1."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+TINY = ("reference=240", "pool=120", "adapt_steps=2", "recall=0.6", "prune=0.3", "auroc_bar=0.5", "traffic=12")
+
+
+@pytest.fixture()
+def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    monkeypatch.setenv("MODELFAB_HOME", str(tmp_path / "home"))
+    monkeypatch.delenv("MODELFAB_DB", raising=False)
+    return tmp_path / "home"
+
+
+@pytest.mark.timeout(900)
+def test_demo_then_a_second_line(cli, home: Path) -> None:  # type: ignore[no-untyped-def]
+    sets = [a for kv in TINY for a in ("--set", kv)]
+    res = cli("demo", *sets)
+    assert res.code == 0, res.err
+    for text in ("demo summary", "filtered as normal", "requests, accuracy", "re-tuned vs first", "serve it:"):
+        assert text in res.out, text
+    runs = json.loads(cli("runs", "list", "--kind", "pipeline", "--json").out)
+    assert len(runs) == 1 and runs[0]["status"] == "succeeded"
+    outputs = runs[0]["outputs"]
+    first, second = outputs["tune"]["model"], outputs["retune"]["model"]
+    shown = json.loads(cli("models", "show", second, "--json").out)
+    assert shown["name"] == "solar-cell-defect" and shown["version"] == 2
+    assert shown["parent_id"] == outputs["adapt"]["model"]  # both L2s come from the L1
+    assert json.loads(cli("models", "show", first, "--json").out)["version"] == 1
+    assert outputs["feedback"]["dataset"].startswith("solar-pool@")
+    assert json.loads(cli("models", "show", "solar-cell-defect@production", "--json").out)["id"] == first
+    assert Path(outputs["compare"]["report"]).exists()
+    again = cli("demo", *sets)  # cached: everything but the gates, the deployment and the field traffic
+    assert again.code == 0, again.err
+    res = cli("run", str(ROOT / "examples/new-line-from-existing-l1/pipeline.yaml"), "--set", "size=200",
+              "--set", "skip=400", "--set", "shots=6", "--set", "budget_s=20", "--json")  # fmt: skip
+    assert res.code == 0, res.err
+    steps = {s["name"]: s for s in json.loads(res.out)["steps"]}
+    line2 = json.loads(cli("models", "show", steps["tune"]["outputs"]["model"], "--json").out)
+    assert line2["parent_id"] == outputs["adapt"]["model"]  # the new line reuses the industry model
