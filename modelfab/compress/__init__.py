@@ -4,7 +4,7 @@ Catalogs: :data:`RUNTIMES` (run a registered model with torch or onnxruntime) an
 :data:`EXTRACTORS` (derive a child model: ``quantize``, ``distill``, ``prune``, ``elastic``).
 """
 
-from modelfab.compress import distill, prune  # register the distill and prune extractors
+from modelfab.compress import distill, elastic, prune  # register the distill, elastic and prune extractors
 from modelfab.compress.export import ExportResult, export_model
 from modelfab.compress.extract import EXTRACTORS, ExtractResult, QuantizeConfig, extract
 from modelfab.compress.parity import deployable
@@ -23,6 +23,7 @@ __all__ = [
     "Selection",
     "deployable",
     "distill",
+    "elastic",
     "export_model",
     "extract",
     "load_predictor",
