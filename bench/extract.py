@@ -67,13 +67,14 @@ def have(st: Store, name: str) -> bool:
 
 
 def onnx_of(st: Store, name: str) -> str:
-    """The ONNX fp32 model to time for ``name`` (exported when ``name`` is a torch L2)."""
+    """The ONNX fp32 model to time for ``name``: exported here (when ``name`` is a torch L2), so that every
+    graph in the table comes from the same exporter (runtime Pad folding included)."""
     p = load_predictor(st, name)
     if p.format == "onnx":
         return name
-    if not have(st, f"{name}-onnx"):
-        export_model(st, name, "onnx", name=f"{name}-onnx")
-    return f"{name}-onnx"
+    if not have(st, f"{name}-bench-onnx"):
+        export_model(st, name, "onnx", name=f"{name}-bench-onnx")
+    return f"{name}-bench-onnx"
 
 
 def measure(st: Store, name: str, threads: int, repeats: int) -> dict[str, Any]:
