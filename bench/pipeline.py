@@ -8,6 +8,12 @@ Arms (each through the real CLI, each in a fresh MODELFAB_HOME under bench/.home
   ray     four small pipelines (bench/pipelines/elpv-tiny.yaml on disjoint subsets) one after another with
           the local executor, then all four at once with `--executor ray --address auto` on a local Ray
           head (2 CPUs): wall times and their ratio.
+  example-demo / example-full
+          examples/solar-cell-inspection at demo size (what `make demo` runs) or full size (all of ELPV:
+          1,800 labeled reference + 824 pool images, 200 adaptation steps): wall time per step, the
+          screening saving, test metrics before and after the feedback re-tune, a cached re-run, and the
+          same pipeline with the L2s tuned from the L0 instead of the L1 (the shared steps come from the
+          cache), so L1 vs L0 is compared within one run.
 
     .venv/bin/python bench/pipeline.py [--arms first,cached,resume,ray] [--image-size 224]
 """
@@ -36,6 +42,8 @@ ROOT = Path(__file__).resolve().parent.parent
 HOMES = Path(os.environ.get("MODELFAB_BENCH_PIPELINE_HOME", Path(__file__).parent / ".home-pipeline")).resolve()
 OUT = Path(__file__).parent / "results" / "pipeline.json"
 SMALL = ROOT / "bench" / "pipelines" / "elpv-small.yaml"
+EXAMPLE = ROOT / "examples" / "solar-cell-inspection" / "pipeline.yaml"
+EXAMPLE_SIZES = {"demo": [], "full": ["--set", "reference=1800", "--set", "pool=824", "--set", "adapt_steps=200"]}
 TINY = ROOT / "bench" / "pipelines" / "elpv-tiny.yaml"
 CLI = [sys.executable, "-m", "modelfab.cli.main"]
 console = Console()
@@ -150,6 +158,34 @@ def arm_ray(results: ResultFile, image_size: int, n: int = 4, size: int = 200) -
                         "parallel_ray_s": round(parallel, 1), "ratio": round(sequential / parallel, 2)})
 
 
+def _test(out: dict[str, Any], step: str) -> dict[str, float]:
+    metrics = {s["name"]: s for s in out["steps"]}[step]["outputs"]["metrics"]["test"]
+    return {k: round(float(metrics[k]), 4) for k in ("auroc", "ap", "accuracy") if k in metrics}
+
+
+def arm_example(results: ResultFile, image_size: int, size: str) -> None:
+    env = fresh_home(f"example-{size}", image_size)
+    sets = EXAMPLE_SIZES[size]
+    out, wall = run_cli(["run", str(EXAMPLE), *sets], env)
+    steps = {s["name"]: s for s in out["steps"]}
+    again, wall2 = run_cli(["run", str(EXAMPLE), *sets], env)
+    l0 = ["--set", "steps.tune.with.base=lite0", "--set", "steps.retune.with.base=lite0",
+          "--set", "steps.tune.with.name=solar-cell-defect-l0", "--set", "steps.retune.with.name=solar-cell-defect-l0"]
+    from_l0, wall3 = run_cli(["run", str(EXAMPLE), *sets, *l0], env)
+    results.put(f"example-{size}", {
+        "wall_s": round(wall, 1), "steps_s": step_seconds(out),
+        "filtered_fraction": steps["screen"]["outputs"]["filtered_fraction"],
+        "to_label": steps["label"]["outputs"]["labeled"],
+        "test_first": _test(out, "evaluate"), "test_after_feedback": _test(out, "compare"),
+        "field": {k: steps["field"]["outputs"][k] for k in ("requests", "accuracy", "corrections")},
+        "compress": steps["compress"]["outputs"]["parity"].get("reason"),
+        "cached_wall_s": round(wall2, 1), "cached_statuses": {s["name"]: s["status"] for s in again["steps"]},
+        "from_l0": {"wall_s": round(wall3, 1), "test_first": _test(from_l0, "evaluate"),
+                    "test_after_feedback": _test(from_l0, "compare"),
+                    "rerun": sorted(s["name"] for s in from_l0["steps"] if s["status"] != "cached")},
+    })
+
+
 def table(cells: dict[str, Any]) -> None:
     t = Table(title="pipeline benchmark (bench/pipeline.py)")
     t.add_column("arm")
@@ -167,6 +203,13 @@ def table(cells: dict[str, Any]) -> None:
         c = cells["resume"]
         t.add_row("kill + resume", f"{c['resume_wall_s']}", f"killed after {c['killed_after_s']} s; repeated "
                   f"{c['repeated'] or 'nothing'}; tune resumed from epoch {c['tune_resumed_from_epoch']}")
+    for size in EXAMPLE_SIZES:
+        if f"example-{size}" in cells:
+            c = cells[f"example-{size}"]
+            t.add_row(f"example ({size})", f"{c['wall_s']}", f"steps {c['steps_s']}; {c['filtered_fraction']:.1%} "
+                      f"filtered; test L1 {c['test_first']} -> after feedback {c['test_after_feedback']}; from L0 "
+                      f"{c['from_l0']['test_first']} -> {c['from_l0']['test_after_feedback']}; cached re-run "
+                      f"{c['cached_wall_s']} s")
     if "ray" in cells:
         c = cells["ray"]
         t.add_row(f"{c['pipelines']} pipelines", f"{c['sequential_local_s']} / {c['parallel_ray_s']}",
@@ -176,7 +219,8 @@ def table(cells: dict[str, Any]) -> None:
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--arms", default="first,cached,resume,ray")
+    ap.add_argument("--arms", default="first,cached,resume,ray,example-demo",
+                    help="first,cached,resume,ray,example-demo,example-full")
     ap.add_argument("--image-size", type=int, default=224)
     args = ap.parse_args()
     arms = set(args.arms.split(","))
@@ -190,6 +234,9 @@ def main() -> None:
         arm_resume(results, args.image_size)
     if "ray" in arms:
         arm_ray(results, args.image_size)
+    for size in EXAMPLE_SIZES:
+        if f"example-{size}" in arms:
+            arm_example(results, args.image_size, size)
     table(results.data["cells"])
     console.print(f"results: {OUT}")
 
