@@ -9,6 +9,7 @@ SQLite file on one machine, PostgreSQL + a shared artifact URL on a cluster.
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from collections.abc import Callable
 from typing import Any
 
@@ -19,7 +20,7 @@ from modelfab.flow.spec import Resources
 from modelfab.store.store import Store
 
 
-class Executor:
+class Executor(ABC):
     """Contract: ``bind`` to a run, ``submit`` steps, ``wait_any`` for finished ones, ``close``."""
 
     parallel = True  # whether independent steps may be submitted before earlier ones finish
@@ -34,18 +35,20 @@ class Executor:
     def bind(self, run_id: str, no_cache: bool) -> None:
         self.run_id, self.no_cache = run_id, no_cache
 
+    @abstractmethod
     def submit(self, step: str, resources: Resources) -> Any:
-        raise NotImplementedError
+        """Start (or, for a sequential executor, run) one step; returns a handle."""
 
+    @abstractmethod
     def wait_any(self, handles: dict[str, Any]) -> list[str]:
-        raise NotImplementedError
+        """Block until at least one submitted step has finished; returns the finished steps' names."""
 
     def error(self, handle: Any) -> str | None:
         """Why a submitted step died without recording its outcome (None: it recorded it)."""
         return None
 
-    def close(self) -> None:
-        pass
+    def close(self) -> None:  # noqa: B027  (optional hook: most executors hold nothing to release)
+        """Release what the executor holds (a Ray connection it opened)."""
 
 
 EXECUTORS: Catalog[type[Executor]] = Catalog("executor")

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import inspect
+from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -53,7 +54,7 @@ class StepContext:
         return f"modelfab runs resume {self.run_id}"
 
 
-class Step:
+class Step(ABC):
     """Base class of catalog entries."""
 
     Params: ClassVar[type[StepParams]] = StepParams
@@ -66,8 +67,9 @@ class Step:
         """Facts outside the parameters that change the result (e.g. the files of a folder import)."""
         return {}
 
+    @abstractmethod
     def run(self, ctx: StepContext, params: StepParams) -> dict[str, Any]:
-        raise NotImplementedError
+        """Do the work; return every declared output."""
 
 
 STEPS: Catalog[type[Step]] = Catalog("step")
