@@ -5,7 +5,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 PIP := $(PY) -m pip --disable-pip-version-check -q
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml requirements/constraints.txt | sha256sum | cut -c1-12)
-EXTRAS := dev,elpv,vision,text,pretrain,e5,lm,bench,screen,export,serve,ray,compress
+EXTRAS := dev,elpv,vision,text,pretrain,e5,lm,llm,bench,screen,export,serve,ray,compress
 
 .PHONY: install demo test lint bench clean
 

@@ -17,6 +17,7 @@ from modelfab.cli import (
     feedback,
     flow,
     label,
+    llm,
     models,
     pretrain,
     runs,
@@ -57,6 +58,7 @@ app.command("export")(compress.export)
 app.command("extract")(compress.extract)
 app.add_typer(screen.app, name="screen")
 app.add_typer(label.app, name="label")
+app.add_typer(llm.app, name="llm")
 
 
 def _fail(message: str, code: int = 2) -> int:

@@ -1,0 +1,10 @@
+"""``modelfab llm`` train commands: (being built)."""
+
+from __future__ import annotations
+
+import typer
+
+
+def register(app: typer.Typer) -> None:
+    """Add this module's commands to the ``llm`` app."""
+    return None

@@ -1,0 +1,1 @@
+"""Language-model track: chat models, prompt templates, rankings, SFT/DPO, knowledge QA."""
