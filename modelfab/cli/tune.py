@@ -40,6 +40,7 @@ def tune(
     epochs: int | None = typer.Option(None, help="Maximum epochs."),
     lr: float | None = typer.Option(None, help="Learning rate of the head."),
     image_size: int | None = typer.Option(None, help="Vision input side (lower is faster)."),
+    device: str | None = typer.Option(None, help="auto (CUDA when available; default), cpu, cuda or cuda:N."),
     config: Path | None = typer.Option(None, help="YAML file of TuneConfig fields (flags override it)."),
     auto: bool = typer.Option(False, "--auto", help="Rank the strategy pool and try the best recipes."),
     budget_s: float = typer.Option(900.0, help="--auto: time budget in seconds."),
@@ -63,6 +64,7 @@ def tune(
         "epochs": epochs,
         "lr": lr,
         "image_size": image_size,
+        "device": device,
     }
     fields.update({k: v for k, v in flags.items() if v is not None})
     cfg = TuneConfig.model_validate(fields)

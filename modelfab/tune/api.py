@@ -315,6 +315,7 @@ def train_l2(
             "best_epoch": outcome.best_epoch,
             "stopped": outcome.stopped,
             "seconds": outcome.seconds,
+            "device": outcome.device,
             "history": outcome.history[-50:],
         },
     }

@@ -59,6 +59,10 @@ class TuneConfig(BaseModel):
     """Validation items used for the per-epoch early-stopping loss (all of them set the threshold)."""
     max_seconds: float | None = Field(default=None, gt=0)
     """Stop training after this many seconds (the best state so far is kept)."""
+    device: str = Field(default="auto", pattern=r"^(auto|cpu|cuda(:\d+)?)$")
+    """Where lora/partial/full train: auto (CUDA when available), cpu, cuda or cuda:N."""
+    mixed_precision: bool = True
+    """bf16 autocast for forward passes on CUDA (ignored on the CPU)."""
 
     @model_validator(mode="after")
     def _check(self) -> TuneConfig:

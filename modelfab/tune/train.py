@@ -8,9 +8,10 @@ checkpoint kept.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -34,6 +35,44 @@ class TrainOutcome:
     stopped: str  # early-stop | max-epochs | time-budget
     history: list[dict[str, float]] = field(default_factory=list)
     resumed_from: int | None = None
+    device: str = "cpu"
+
+
+def resolve_device(name: str) -> torch.device:
+    """``auto`` -> the first CUDA device when one is available, else the CPU; ``cuda`` without one fails."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise DataError(f"device: {name!r} requested but no CUDA device is available")
+    return torch.device(name)
+
+
+def to_device(batch: Any, device: torch.device) -> Any:
+    """Move the tensors of a batch (a tensor, or dicts/lists/tuples of them) to ``device``."""
+    if isinstance(batch, Tensor):
+        return batch.to(device, non_blocking=True)
+    if isinstance(batch, dict):
+        return {k: to_device(v, device) for k, v in batch.items()}
+    if isinstance(batch, list | tuple):
+        return type(batch)(to_device(v, device) for v in batch)
+    return batch
+
+
+def mixed_precision(device: torch.device, enabled: bool) -> contextlib.AbstractContextManager[Any]:
+    """bf16 autocast on CUDA (when ``enabled``); a no-op on the CPU."""
+    if enabled and device.type == "cuda":
+        return torch.autocast("cuda", dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+@contextlib.contextmanager
+def on_device(net: nn.Module, device: torch.device) -> Iterator[None]:
+    """Run a block with ``net`` on ``device``; it is back on the CPU afterwards, also on errors."""
+    net.to(device)
+    try:
+        yield
+    finally:
+        net.to("cpu")
 
 
 def class_weights(y: Tensor, n_classes: int, mode: str) -> Tensor | None:
@@ -147,7 +186,7 @@ def kd_loss(student_logits: Tensor, teacher_probs: Tensor, y: Tensor, temperatur
 
 
 def _trainable(net: nn.Module) -> dict[str, Tensor]:
-    return {n: p.detach().clone() for n, p in net.named_parameters() if p.requires_grad}
+    return {n: p.detach().to("cpu", copy=True) for n, p in net.named_parameters() if p.requires_grad}
 
 
 def _restore(net: nn.Module, tensors: dict[str, Tensor], prefix: str = "") -> None:
@@ -169,6 +208,26 @@ def train_network(
     resume: bool = False,
     distill: Distillation | None = None,
 ) -> TrainOutcome:
+    """Mini-batch training of ``net`` on ``cfg.device`` (see :func:`_train_network`); ``net`` ends on the CPU."""
+    device = resolve_device(cfg.device)
+    with on_device(net, device):
+        return _train_network(net, encoder, make_batch, y_train, val_batches, cfg, n_classes, run_dir, resume,
+                              distill, device)
+
+
+def _train_network(
+    net: nn.Module,
+    encoder: nn.Module,
+    make_batch: BatchFn,
+    y_train: Tensor,
+    val_batches: Callable[[], list[tuple[Any, Tensor]]],
+    cfg: TuneConfig,
+    n_classes: int,
+    run_dir: Path | None = None,
+    resume: bool = False,
+    distill: Distillation | None = None,
+    device: torch.device | None = None,
+) -> TrainOutcome:
     """Mini-batch training of ``net`` (head + trainable backbone parameters).
 
     With ``distill`` the loss is :func:`kd_loss` against the teacher's outputs (plus the feature
@@ -176,8 +235,11 @@ def train_network(
     the labelled validation loss.
 
     The encoder stays in eval mode (batch-norm statistics frozen: few labels cannot re-estimate
-    them); gradients still flow through it.
+    them); gradients still flow through it.  On CUDA, forward passes run under bf16 autocast
+    (``cfg.mixed_precision``); checkpoints and the returned best state are CPU tensors.
     """
+    device = device or torch.device("cpu")
+    amp = cfg.mixed_precision
     head_params = [p for n, p in net.named_parameters() if p.requires_grad and n.startswith("head.")]
     body_params = [p for n, p in net.named_parameters() if p.requires_grad and not n.startswith("head.")]
     groups = [{"params": head_params, "lr": cfg.lr}, {"params": body_params, "lr": cfg.lr * cfg.backbone_lr_scale}]
@@ -185,10 +247,11 @@ def train_network(
     scenario: Any = net  # a ScenarioNet: ``_embed(batch) -> (N, D)`` and ``head``
     if distill is not None and distill.features is not None and distill.feature_weight > 0:
         embed_dim = int(scenario.head.mean.shape[0])  # the TaskHead's standardisation buffer is (D_s,)
-        projection = nn.Linear(embed_dim, distill.features.shape[1])  # student (D_s) -> teacher (D_t)
+        projection = nn.Linear(embed_dim, distill.features.shape[1]).to(device)  # student (D_s) -> teacher (D_t)
         groups.append({"params": list(projection.parameters()), "lr": cfg.lr})
     opt = torch.optim.AdamW(groups, weight_decay=cfg.weight_decay)
     weights = class_weights(y_train, n_classes, cfg.class_weight)
+    weights = weights.to(device) if weights is not None else None
     start_epoch, best_loss, best_epoch, bad = 1, math.inf, 0, 0
     best_state = _trainable(net)
     history: list[dict[str, float]] = []
@@ -218,16 +281,20 @@ def train_network(
         batches = range(0, n, cfg.batch_size)
         for b, start in enumerate(track(batches, len(batches), f"epoch {epoch}/{cfg.epochs}")):
             idx = order[start : start + cfg.batch_size]
-            batch = make_batch(idx, cfg.augment != "none", gen)
-            if distill is None:
-                logits = net(batch)
-                loss = F.cross_entropy(logits, y_train[idx], weight=weights)
-            else:
-                z = scenario._embed(batch) if projection is not None else None  # (B, D_s)
-                logits = scenario.head(z) if z is not None else net(batch)
-                loss = kd_loss(logits, distill.probs[idx], y_train[idx], distill.temperature, distill.alpha, weights)
-                if z is not None and projection is not None and distill.features is not None:
-                    loss = loss + distill.feature_weight * F.mse_loss(projection(z), distill.features[idx])
+            batch = to_device(make_batch(idx, cfg.augment != "none", gen), device)
+            y = y_train[idx].to(device)
+            with mixed_precision(device, amp):
+                if distill is None:
+                    logits = net(batch)
+                    loss = F.cross_entropy(logits.float(), y, weight=weights)
+                else:
+                    z = scenario._embed(batch) if projection is not None else None  # (B, D_s)
+                    logits = scenario.head(z) if z is not None else net(batch)
+                    loss = kd_loss(logits.float(), distill.probs[idx].to(device), y, distill.temperature,
+                                   distill.alpha, weights)
+                    if z is not None and projection is not None and distill.features is not None:
+                        target = distill.features[idx].to(device)
+                        loss = loss + distill.feature_weight * F.mse_loss(projection(z).float(), target)
             _check_finite(loss, f"epoch {epoch} batch {b}")
             opt.zero_grad()
             loss.backward()
@@ -237,7 +304,12 @@ def train_network(
         with torch.no_grad():
             vb = val_batches()
             if vb:
-                val_loss = sum(F.cross_entropy(net(x), y, weight=weights, reduction="sum").item() for x, y in vb)
+                with mixed_precision(device, amp):
+                    val_loss = sum(
+                        F.cross_entropy(net(to_device(x, device)).float(), y.to(device), weight=weights,
+                                        reduction="sum").item()
+                        for x, y in vb
+                    )
                 val_loss /= sum(len(y) for _, y in vb)
             else:
                 val_loss = total / n
@@ -271,4 +343,5 @@ def train_network(
             break
     _restore(net, best_state)
     net.eval()
-    return TrainOutcome(epoch, best_epoch, best_loss, time.perf_counter() - t0, stopped, history, resumed_from)
+    return TrainOutcome(epoch, best_epoch, best_loss, time.perf_counter() - t0, stopped, history, resumed_from,
+                        str(device))
