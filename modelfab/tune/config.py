@@ -61,8 +61,9 @@ class TuneConfig(BaseModel):
     """Stop training after this many seconds (the best state so far is kept)."""
     device: str = Field(default="auto", pattern=r"^(auto|cpu|cuda(:\d+)?)$")
     """Where lora/partial/full train: auto (CUDA when available), cpu, cuda or cuda:N."""
-    mixed_precision: bool = True
-    """bf16 autocast for forward passes on CUDA (ignored on the CPU)."""
+    mixed_precision: bool = False
+    """bf16 autocast for forward passes on CUDA (ignored on the CPU).  Off by default: for the
+    zoo's small convnets it was slower than fp32 on an H200 (bench/gpu.py, docs/benchmarks.md)."""
 
     @model_validator(mode="after")
     def _check(self) -> TuneConfig:

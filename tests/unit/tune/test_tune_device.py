@@ -52,7 +52,7 @@ def test_cuda_training_with_bf16_autocast(tmp_path: Path, monkeypatch: pytest.Mo
 
     store = tiny_text_store(tmp_path / "home", tmp_path)
     out = tune(store, base="tiny-bert", data="reviews", name="rev-gpu",
-               cfg=TuneConfig(method="full", epochs=3, batch_size=8, device="cuda"))
+               cfg=TuneConfig(method="full", epochs=3, batch_size=8, device="cuda", mixed_precision=True))
     card = model_card(store, out.model.id)
     assert card["training"]["device"].startswith("cuda")
     history = card["training"]["history"]
