@@ -7,7 +7,7 @@ PIP := $(PY) -m pip --disable-pip-version-check -q
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml requirements/constraints.txt | sha256sum | cut -c1-12)
 EXTRAS := dev,elpv,vision,text,pretrain,e5,lm,llm,bench,screen,export,serve,ray,compress
 
-.PHONY: install demo test lint bench clean
+.PHONY: install browser demo test lint bench clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -22,10 +22,17 @@ $(STAMP): $(PY) pyproject.toml requirements/constraints.txt
 
 install: $(STAMP)
 
+# The console's browser tests drive the system Chromium (Debian package; `playwright install` cannot
+# download browsers here). Installed when missing and we may (root); otherwise those tests skip locally.
+browser:
+	@command -v chromium >/dev/null 2>&1 || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1 && \
+	  (apt-get -qq update && DEBIAN_FRONTEND=noninteractive apt-get -qq install -y chromium >/dev/null) || \
+	  echo "note: no Chromium; the console browser tests will skip (install the 'chromium' package)"; }
+
 demo: install
 	$(VENV)/bin/modelfab demo
 
-test: install
+test: install browser
 	$(PY) -m pytest -q --durations=15 $(PYTEST_ARGS)
 
 lint: install
