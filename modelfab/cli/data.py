@@ -122,7 +122,11 @@ def describe(ref: str) -> dict[str, Any]:
     hidden_rows = version_items(st, dv.id, include_hidden=True)
     has_hidden = any(r.hidden for r in hidden_rows)
     tasks = {}
-    for tname in dv.tasks:
+    for tname, spec in dv.tasks.items():
+        kind = spec.get("type") if isinstance(spec, dict) else None
+        if kind not in (None, "classification", "binary"):  # e.g. ``sft``: no classes to count
+            tasks[tname] = {"type": kind, "description": spec.get("description", "")}
+            continue
         view = get_task(dv.tasks, tname)
         labels = task_labels(rows, view)
         per_split: dict[str, dict[str, int]] = {}
