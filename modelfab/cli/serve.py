@@ -16,7 +16,8 @@ deployments_app = typer.Typer(help="Deployments: models served by `modelfab serv
 
 
 def serve(
-    models: list[str] = typer.Argument(..., help="Models to serve: id, NAME, NAME:version or NAME@alias."),
+    models: list[str] = typer.Argument(..., help="Models to serve: id, NAME, NAME:version or NAME@alias "
+                                       "(scenario models, chat models and text encoders)."),
     port: int = typer.Option(8080, help="TCP port."),
     host: str = typer.Option("127.0.0.1", help="Interface to bind (loopback by default)."),
     runtime: str = typer.Option("auto", help="auto (ONNX Runtime if an export passed parity), onnxruntime, torch."),
@@ -29,11 +30,18 @@ def serve(
     max_body_mb: float = typer.Option(10.0, help="Request body limit in MB (413 above)."),
     max_inputs: int = typer.Option(64, help="Inputs per request (413 above)."),
     no_auth: bool = typer.Option(False, "--no-auth", help="Serve WITHOUT API keys (prints a warning)."),
+    chat_max_tokens: int = typer.Option(512, help="Largest max_tokens a chat request may ask for (422 above)."),
+    chat_workers: int = typer.Option(4, help="Threads running chat generations and embeddings."),
 ) -> None:
-    """Serve registered models over REST (FastAPI + uvicorn)."""
+    """Serve registered models over REST (FastAPI + uvicorn).
+
+    Scenario models answer POST /v1/models/NAME:predict; chat models (chat L2s, L0/L1 causal LMs; LoRA
+    L2s over one base share one copy of it) POST /v1/chat/completions; text encoders POST /v1/embeddings.
+    """
     import uvicorn
 
     from modelfab.serve.app import create_app
+    from modelfab.serve.chat import split_models, start_chat_deployments
     from modelfab.serve.config import ServeSettings
     from modelfab.serve.deployments import start_deployments, stop_deployments
     from modelfab.serve.runtime import plan_model
@@ -42,20 +50,25 @@ def serve(
         host=host, port=port, runtime=runtime, workers=workers, threads=threads, batching=batching,  # type: ignore[arg-type]
         max_batch=max_batch, max_wait_ms=max_wait_ms, low_confidence=low_confidence,
         max_body_bytes=int(max_body_mb * 1024 * 1024), max_inputs=max_inputs, auth=not no_auth,
+        chat_max_tokens=chat_max_tokens, chat_workers=chat_workers,
     )
     refs = list(dict.fromkeys(models))
     st = store()
-    plans = [plan_model(st, ref, settings.runtime) for ref in refs]  # refuse bad models before starting
+    scenario_refs, chat_plans = split_models(st, refs)  # refuse bad models before starting
+    plans = [plan_model(st, ref, settings.runtime) for ref in scenario_refs]
     if no_auth:
         err_console.print("[bold red]WARNING: --no-auth: every client may predict, send feedback and promote.[/]")
     base_url = f"http://{host}:{port}"
-    deployments = start_deployments(st, plans, base_url)
+    deployments = {**start_deployments(st, plans, base_url), **start_chat_deployments(st, chat_plans, base_url)}
     table = Table(title=f"serving on {base_url}")
     for col in ("name", "model", "runtime", "deployment", "why"):
         table.add_column(col)
     for p in plans:
         model = f"{p.model.name}:{p.model.version} ({p.model.id})"
         table.add_row(p.ref, model, p.runtime, deployments[p.ref], p.reason)
+    for c in chat_plans:
+        why = f"{c.kind} model ({c.method}" + (f" over {c.base_id})" if c.method == "lora" else ")")
+        table.add_row(c.ref, f"{c.model.name}:{c.model.version} ({c.model.id})", "torch", deployments[c.ref], why)
     console.print(table)
     try:
         if workers == 1:

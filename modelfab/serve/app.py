@@ -1,5 +1,7 @@
 """The app factory: ``create_app(settings, models)`` -> a FastAPI app serving registered models.
 
+Scenario models answer ``POST /v1/models/{name}:predict``; chat models (chat L2s, L0/L1 causal LMs)
+``POST /v1/chat/completions`` and text encoders ``POST /v1/embeddings`` (:mod:`modelfab.serve.chat`).
 Models are planned (resolved, runtime picked, deployability checked) when the app is created, so a
 bad reference fails at once; they are loaded and warmed in the background after start, and
 ``/readyz`` turns 200 when they are ready. Every error is ``{"error": {"code", "message"}}``.
@@ -15,17 +17,20 @@ from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from typing import Any
 
-from fastapi import FastAPI, Request
+from fastapi import APIRouter, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from modelfab.core.errors import ConfigError, ConflictError, DataError, ModelfabError, NotFoundError
+from modelfab.serve import routes
+from modelfab.serve.chat import router as chat_router
+from modelfab.serve.chat import split_models, start_chat_deployments
 from modelfab.serve.config import ServeSettings
 from modelfab.serve.deployments import add_counters, start_deployments, stop_deployments
+from modelfab.serve.embeddings import router as embeddings_router
 from modelfab.serve.inputs import ApiError
-from modelfab.serve.routes import router
 from modelfab.serve.runtime import plan_model
 from modelfab.serve.state import ServeState, load_in_background
 from modelfab.store.store import Store, open_store
@@ -33,7 +38,7 @@ from modelfab.store.store import Store, open_store
 log = logging.getLogger("modelfab.serve")
 STATUS_CODES = {400: "bad_request", 401: "unauthorized", 403: "forbidden", 404: "not_found",
                 405: "method_not_allowed", 409: "conflict", 413: "payload_too_large", 415: "unsupported_media_type",
-                422: "invalid_request", 503: "not_ready"}
+                422: "invalid_request", 429: "too_many_requests", 503: "not_ready"}
 
 
 def error_response(status: int, code: str, message: str, headers: dict[str, str] | None = None) -> JSONResponse:
@@ -135,6 +140,14 @@ def _handlers(app: FastAPI) -> None:
         return error_response(500, "internal", f"internal error ({type(exc).__name__}); see the server log")
 
 
+def _scenario_router() -> APIRouter:
+    """The scenario routes without ``GET /v1/models[/{name}]``: the chat router's list chat models too."""
+    replaced = (routes.list_models, routes.get_card)
+    kept = APIRouter()
+    kept.routes.extend(r for r in routes.router.routes if getattr(r, "endpoint", None) not in replaced)
+    return kept
+
+
 def create_app(
     settings: ServeSettings | None = None,
     models: Sequence[str] = (),
@@ -155,14 +168,16 @@ def create_app(
     own_store = store is None
     st = store or open_store()
     refs = list(dict.fromkeys(models))
-    plans = [plan_model(st, ref, settings.runtime) for ref in refs]
-    state = ServeState(settings, st, plans)
+    scenario_refs, chat_plans = split_models(st, refs)
+    plans = [plan_model(st, ref, settings.runtime) for ref in scenario_refs]
+    state = ServeState(settings, st, plans, chat_plans)
     url = base_url or f"http://{settings.host}:{settings.port}"
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         owned = deployments is None
-        state.deployments = start_deployments(st, plans, url) if owned else dict(deployments or {})
+        state.deployments = ({**start_deployments(st, plans, url), **start_chat_deployments(st, chat_plans, url)}
+                             if owned else dict(deployments or {}))
         state.recorder.start()
         loader = asyncio.get_running_loop().create_task(load_in_background(state))
         try:
@@ -172,6 +187,7 @@ def create_app(
             await state.stop_runners()
             state.recorder.stop()
             counters = {s.deployment_id: dict(s.counters) for s in state.served.values() if s.deployment_id}
+            counters.update(state.chat.counters())
             try:
                 add_counters(st, counters)
                 # Stopped here, not only by the CLI: uvicorn re-raises SIGTERM after a graceful
@@ -184,11 +200,14 @@ def create_app(
     app = FastAPI(
         title="modelfab serving",
         version="1",
-        description="Scenario models of the modelfab registry. Send `Authorization: Bearer <key>`.",
+        description="Scenario, chat and embedding models of the modelfab registry (chat and embeddings "
+                    "OpenAI-compatible). Send `Authorization: Bearer <key>`.",
         lifespan=lifespan,
     )
     app.state.serve = state
-    app.include_router(router)
+    app.include_router(chat_router)
+    app.include_router(embeddings_router)
+    app.include_router(_scenario_router())
     _handlers(app)
     app.add_middleware(Guard, state=state)
     return app

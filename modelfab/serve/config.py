@@ -44,3 +44,11 @@ class ServeSettings(BaseModel):
     """Store every uploaded input in the artifact store by content hash (needed by ingest-feedback)."""
     warmup: bool = True
     """Run one batch per model before reporting ready."""
+    chat_max_tokens: int = Field(default=512, ge=1, le=32_768)
+    """Largest ``max_tokens`` a chat request may ask for (422 above)."""
+    chat_default_max_tokens: int = Field(default=128, ge=1, le=32_768)
+    """``max_tokens`` of a chat request that gives none (capped by chat_max_tokens and the context left)."""
+    chat_workers: int = Field(default=4, ge=1, le=64)
+    """Threads running chat generations and embeddings (one base model still generates one request at a time)."""
+    chat_max_pending: int = Field(default=64, ge=1)
+    """Chat/embedding requests running or queued at once; more get 429."""

@@ -1,4 +1,4 @@
-"""The per-app serving state: plans, loaded models with their batchers, recorder, metrics, auth."""
+"""The per-app serving state: plans, loaded models with their batchers, chat models, recorder, metrics, auth."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ import asyncio
 import logging
 import os
 from collections import Counter
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
@@ -14,6 +15,7 @@ import torch
 
 from modelfab.serve.auth import ANONYMOUS, KeyVerifier, Principal, token_from_headers
 from modelfab.serve.batching import DirectRunner, MicroBatcher
+from modelfab.serve.chat import ChatHost, ChatPlan
 from modelfab.serve.config import ServeSettings
 from modelfab.serve.inputs import ApiError
 from modelfab.serve.metrics import Metrics
@@ -39,7 +41,8 @@ class Served:
 class ServeState:
     """Everything the routes need; built by :func:`modelfab.serve.app.create_app`."""
 
-    def __init__(self, settings: ServeSettings, store: Store, plans: list[Plan]) -> None:
+    def __init__(self, settings: ServeSettings, store: Store, plans: list[Plan],
+                 chat_plans: Sequence[ChatPlan] = ()) -> None:
         self.settings = settings
         self.store = store
         self.plans = plans
@@ -56,6 +59,7 @@ class ServeState:
         self.prep_executor = ThreadPoolExecutor(max_workers=max(1, min(4, os.cpu_count() or 1)),
                                                 thread_name_prefix="modelfab-prep",
                                                 initializer=torch.set_num_threads, initargs=(1,))
+        self.chat = ChatHost(store, chat_plans, settings, self.metrics)  # chat models and text encoders
         self.served: dict[str, Served] = {}
         self.index: dict[str, Served] = {}
         self.deployments: dict[str, str] = {}
@@ -80,6 +84,10 @@ class ServeState:
     def lookup(self, name: str) -> Served:
         served = self.index.get(name)
         if served is None:
+            entry = self.chat.index.get(name)
+            if entry is not None:
+                route = "/v1/chat/completions" if entry.plan.kind == "chat" else "/v1/embeddings"
+                raise ApiError(400, "not_a_scenario_model", f"model {name!r} is a {entry.plan.kind} model; use {route}")
             raise ApiError(404, "not_found", f"model {name!r} is not served here; see GET /v1/models")
         return served
 
@@ -90,6 +98,7 @@ class ServeState:
             for lm in loaded:
                 lm.warmup()
         self._loaded = loaded
+        self.chat.load()
 
     def start_runners(self) -> None:
         """Create a batcher per model on the running loop and build the name index."""
@@ -117,6 +126,7 @@ class ServeState:
                          "name": [served.plan.model.name, f"{served.plan.model.name}:{served.plan.model.version}"]}
                 for cand in cands[key]:
                     self.index.setdefault(cand, served)
+        self.chat.attach(self.deployments)
         self.status = "ok"
         self.metrics.ready.set(1)
 
@@ -125,6 +135,7 @@ class ServeState:
             await served.runner.stop()
         self.executor.shutdown(wait=False, cancel_futures=True)
         self.prep_executor.shutdown(wait=False, cancel_futures=True)
+        self.chat.close()
 
 
 async def load_in_background(state: ServeState) -> None:
@@ -132,7 +143,7 @@ async def load_in_background(state: ServeState) -> None:
     try:
         await asyncio.get_running_loop().run_in_executor(state.executor, state.load)
         state.start_runners()
-        log.info("ready: %s", ", ".join(state.served))
+        log.info("ready: %s", ", ".join([*state.served, *state.chat.entries]))
     except Exception as exc:
         state.status = "failed"
         state.detail = f"{type(exc).__name__}: {exc}"
