@@ -11,6 +11,7 @@ from pydantic import ValidationError
 from modelfab.cli import (
     adapt,
     compress,
+    console,
     data,
     demo,
     doctor,
@@ -37,6 +38,7 @@ app = typer.Typer(
 )
 app.command("doctor")(doctor.doctor)
 app.command("demo")(demo.demo)
+app.command("console")(console.console)
 app.add_typer(data.app, name="data")
 app.add_typer(models.app, name="models")
 models.app.command("add-foundation")(zoo.add_foundation)

@@ -17,7 +17,7 @@ from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from typing import Any
 
-from fastapi import APIRouter, FastAPI, Request
+from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException
@@ -140,14 +140,6 @@ def _handlers(app: FastAPI) -> None:
         return error_response(500, "internal", f"internal error ({type(exc).__name__}); see the server log")
 
 
-def _scenario_router() -> APIRouter:
-    """The scenario routes without ``GET /v1/models[/{name}]``: the chat router's list chat models too."""
-    replaced = (routes.list_models, routes.get_card)
-    kept = APIRouter()
-    kept.routes.extend(r for r in routes.router.routes if getattr(r, "endpoint", None) not in replaced)
-    return kept
-
-
 def create_app(
     settings: ServeSettings | None = None,
     models: Sequence[str] = (),
@@ -207,8 +199,11 @@ def create_app(
     app.state.serve = state
     app.include_router(chat_router)
     app.include_router(embeddings_router)
-    app.include_router(_scenario_router())
+    app.include_router(routes.router)
     _handlers(app)
+    from modelfab.console.mount import mount_console
+
+    mount_console(app, lambda: st, auth=settings.auth)  # the web console at /console, API at /api/console
     app.add_middleware(Guard, state=state)
     return app
 
