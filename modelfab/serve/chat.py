@@ -51,7 +51,6 @@ from modelfab.serve.schemas import (
     ChatRequest,
     ErrorBody,
     ModelCard,
-    ModelList,
     Usage,
 )
 from modelfab.store.models import model_card
@@ -637,27 +636,3 @@ async def chat_completions(body: ChatRequest, request: Request) -> Any:
     return ChatCompletion(id=job.id, created=job.created, model=entry.ref, choices=[choice], usage=_usage(done),
                           modelfab=info)
 
-
-@router.get("/v1/models", response_model=ModelList, responses=ERRORS,
-            summary="Model cards of the served models (scenario, chat and embedding)")
-async def list_models(request: Request) -> ModelList:
-    from modelfab.serve.routes import card
-
-    st = state_of(request)
-    principal = st.authorize(request.headers, "read")
-    cards = [card(s) for s in st.served.values() if principal.in_scope(s.names)]
-    cards += [chat_card(e) for e in st.chat.entries.values() if principal.in_scope(e.names)]
-    return ModelList(models=cards)
-
-
-@router.get("/v1/models/{name}", response_model=ModelCard, responses=ERRORS, summary="One served model's card")
-async def get_card(name: str, request: Request) -> ModelCard:
-    from modelfab.serve.routes import card
-
-    st = state_of(request)
-    principal = st.authorize(request.headers, "read")
-    entry = st.chat.index.get(name)
-    names = entry.names if entry is not None else st.lookup(name).names
-    if not principal.in_scope(names):
-        raise ApiError(403, "forbidden", f"this key may not use model {name!r}")
-    return chat_card(entry) if entry is not None else card(st.lookup(name))

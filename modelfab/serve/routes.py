@@ -154,21 +154,29 @@ async def predict(name: str, request: Request) -> PredictResponse:
     return PredictResponse(model=model, predictions=out, latency_ms=round(latency, 3))
 
 
-@router.get("/v1/models", response_model=ModelList, responses=ERRORS, summary="Model cards of the served models")
+@router.get("/v1/models", response_model=ModelList, responses=ERRORS,
+            summary="Model cards of the served models (scenario, chat and embedding)")
 async def list_models(request: Request) -> ModelList:
+    from modelfab.serve.chat import chat_card
+
     st = state_of(request)
     principal = st.authorize(request.headers, "read")
-    return ModelList(models=[card(s) for s in st.served.values() if principal.in_scope(s.names)])
+    cards = [card(s) for s in st.served.values() if principal.in_scope(s.names)]
+    cards += [chat_card(e) for e in st.chat.entries.values() if principal.in_scope(e.names)]
+    return ModelList(models=cards)
 
 
 @router.get("/v1/models/{name}", response_model=ModelCard, responses=ERRORS, summary="One served model's card")
 async def get_card(name: str, request: Request) -> ModelCard:
+    from modelfab.serve.chat import chat_card
+
     st = state_of(request)
     principal = st.authorize(request.headers, "read")
-    served = st.lookup(name)
-    if not principal.in_scope(served.names):
+    entry = st.chat.index.get(name)
+    names = entry.names if entry is not None else st.lookup(name).names
+    if not principal.in_scope(names):
         raise ApiError(403, "forbidden", f"this key may not use model {name!r}")
-    return card(served)
+    return chat_card(entry) if entry is not None else card(st.lookup(name))
 
 
 @router.post("/v1/feedback", response_model=FeedbackResponse, responses=ERRORS, summary="Correct a prediction")
