@@ -59,3 +59,31 @@ def test_review_sentiment(cli, home: Path) -> None:  # type: ignore[no-untyped-d
     second = json.loads(cli("models", "show", steps["retune"]["outputs"]["model"], "--json").out)
     assert second["name"] == "review-sentiment" and second["version"] == 2
     assert steps["compare"]["outputs"]["metrics"]["test"]["auroc"] > 0.5
+
+
+@pytest.mark.timeout(600)
+def test_policy_assistant(cli, home: Path, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """The language-model example at a tiny size: tiny chat LM and encoder, a few steps of each training."""
+    from modelfab.zoo.testing import write_tiny_chat_lm, write_tiny_hf_model
+
+    chat = write_tiny_chat_lm(tmp_path / "tiny-chat")
+    encoder = write_tiny_hf_model(tmp_path / "tiny-enc", "text")
+    assert cli("models", "add-foundation", "local", "--path", str(chat), "--as", "tinychat").code == 0
+    assert cli("models", "add-foundation", "local", "--path", str(encoder), "--as", "tinyenc").code == 0
+    sets = ("base=tinychat", "encoder=tinyenc", "sft_steps=2", "dpo_steps=2", "candidates=2", "answer_tokens=4",
+            "qa_items=3", "nll_limit=100", "skip_invalid=true")
+    args = [a for kv in sets for a in ("--set", kv)]
+    res = cli("run", str(ROOT / "examples/policy-assistant/pipeline.yaml"), *args, "--json")
+    assert res.code == 0, res.err
+    steps = {s["name"]: s for s in json.loads(res.out)["steps"]}
+    assert {s["status"] for s in steps.values()} == {"succeeded"}
+    sft, dpo = steps["sft"]["outputs"]["model"], steps["dpo"]["outputs"]["model"]
+    shown = json.loads(cli("models", "show", dpo, "--json").out)
+    assert shown["parent_id"] == sft and shown["task"] == "chat" and shown["tier"] == "L2"
+    assert "general_nll_change" in steps["sft"]["outputs"]["metrics"]
+    qa = steps["qa"]["outputs"]["metrics"]
+    assert set(qa) == {"rag", "no_retrieval"} and 0 <= qa["rag"]["accuracy"] <= 1
+    assert steps["pairs"]["outputs"]["pairs"] >= 1
+    assert json.loads(cli("models", "show", "policy-assistant@production", "--json").out)["id"] == dpo
+    deployments = json.loads(cli("deployments", "list", "--json").out)
+    assert any(d["model_id"] == dpo and d["endpoint"].endswith("/v1/chat/completions") for d in deployments)

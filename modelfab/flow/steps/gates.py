@@ -139,6 +139,8 @@ class DeployStep(Step):
 
         source = ctx.store.get_model(params.model)
         ref = f"{source.name}@{params.alias}"
+        if _is_language_model(source):
+            return _deploy_chat(ctx, source, params)
         plan = plan_model(ctx.store, source.id, params.runtime)
         loaded = load_models(ctx.store, [plan], threads=1)[0]
         loaded.warmup()
@@ -151,3 +153,32 @@ class DeployStep(Step):
             s.add(dep)
         ctx.log(f"deployment {dep.id}: serve it with `modelfab serve {ref}`")
         return {"deployment": dep.id, "model": source.id, "endpoint": endpoint, "runtime": plan.runtime}
+
+
+def _is_language_model(model: Any) -> bool:
+    """Chat L2s and causal-LM backbones are served by the chat API, not the predict API."""
+    return model.task == "chat" or (model.architecture or {}).get("modality") == "lm"
+
+
+def _deploy_chat(ctx: StepContext, source: Any, params: DeployParams) -> dict[str, Any]:
+    """Deploy a chat model: it loads (with its adapter) and answers a warm-up; the alias moves."""
+    from modelfab.llm.models import load_chat_model
+    from modelfab.store.models import set_alias
+    from modelfab.store.schema import Deployment
+    from modelfab.store.store import new_id
+
+    if params.runtime not in ("auto", "torch"):
+        raise ConfigError(f"runtime: chat models run on torch, not {params.runtime!r}")
+    chat = load_chat_model(ctx.store, source.id)
+    warm = chat.generate([{"role": "user", "content": "Hello"}], max_new_tokens=2)
+    ctx.log(f"{source.id} loads on torch (base {chat.base.name}:{chat.base.version}); warm-up "
+            f"{warm.total_s * 1000:.0f} ms")
+    set_alias(ctx.store, source.id, params.alias)
+    ref = f"{source.name}@{params.alias}"
+    endpoint = f"{params.url.rstrip('/')}/v1/chat/completions"
+    dep = Deployment(id=new_id("d"), model_id=source.id, endpoint=endpoint, runtime="torch", status="ready",
+                     counters={"ref": ref, "source_model": source.id, "run": ctx.run_id, "api": "chat"})
+    with ctx.store.transaction() as s:
+        s.add(dep)
+    ctx.log(f"deployment {dep.id}: serve it with `modelfab serve {ref}` (OpenAI-compatible chat API, model {ref!r})")
+    return {"deployment": dep.id, "model": source.id, "endpoint": endpoint, "runtime": "torch"}

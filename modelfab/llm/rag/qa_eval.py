@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from modelfab.core.errors import ConfigError, DataError, NotFoundError
+from modelfab.llm.models import ContextLengthError
 from modelfab.llm.rag.answer import answer_question
 from modelfab.llm.rag.index import index_documents, index_info, load_index
 from modelfab.llm.rag.scoring import contains_fact, fact_score, is_correct, locate_passage, retrieval_rank, token_f1
@@ -129,8 +130,15 @@ def evaluate_qa(
     with tracked_run(store, "llm-qa-eval", config=config, inputs={"index": model.id, "model": chat.model.id}) as run:
         for item in track(items, len(items), "qa-eval"):
             hits = index.search(item.question, k) if index is not None else None
-            ans = answer_question(chat, item.question, hits, max_new_tokens)
             rank = retrieval_rank(item.source, item.span, hits) if hits is not None else None
+            try:
+                ans = answer_question(chat, item.question, hits, max_new_tokens)
+            except ContextLengthError as exc:  # scored as a wrong answer, counted apart
+                rows.append({"id": item.id, "question": item.question, "answer": "", "reference": item.answer,
+                             "f1": 0.0, "facts": 0.0, "correct": False, "rank": rank, "error": str(exc),
+                             "retrieved": [h.key for h in hits] if hits is not None else [], "cited": [],
+                             "given": 0, "prompt_tokens": None, "completion_tokens": 0, "seconds": 0.0})
+                continue
             rows.append({
                 "id": item.id, "question": item.question, "answer": ans.text, "reference": item.answer,
                 "f1": round(token_f1(ans.text, item.answer), 4), "facts": round(fact_score(ans.text, item.facts), 4),
@@ -146,6 +154,7 @@ def evaluate_qa(
             "recall@k": _mean([float(r is not None and r <= k) for r in ranks]) if retrieval else None,
             "f1": _mean([r["f1"] for r in rows]), "fact_score": _mean([r["facts"] for r in rows]),
             "accuracy": _mean([float(r["correct"]) for r in rows]),
+            "over_context": sum(1 for r in rows if "error" in r),
             "seconds": round(time.perf_counter() - started, 2),
         }
         finish_run(store, run.id, outputs={"items": len(rows)},
