@@ -386,7 +386,7 @@ def trainer_arguments(cfg: TrainConfig, folder: Path, lr: float, has_eval: bool)
         "seed": cfg.seed, "data_seed": cfg.seed, "logging_steps": 1, "logging_first_step": True,
         "save_strategy": "steps" if cfg.save_steps else "epoch", "save_steps": cfg.save_steps or 500,
         "save_total_limit": cfg.save_total_limit, "eval_strategy": "epoch" if has_eval else "no",
-        "report_to": [], "push_to_hub": False, "activation_checkpointing": False, "dataloader_num_workers": 0,
+        "report_to": [], "push_to_hub": False, "dataloader_num_workers": 0,
         "disable_tqdm": True, "max_length": cfg.max_length, **precision(),
     }
 
