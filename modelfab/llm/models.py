@@ -267,12 +267,15 @@ def register_chat_model(
     config: dict[str, Any],
     metrics: dict[str, Any],
     card: dict[str, Any] | None = None,
+    parent: Model | None = None,
 ) -> Model:
-    """Register a trained chat model as an L2 child of ``base``.
+    """Register a trained chat model as an L2 child of ``parent`` (default ``base``).
 
-    ``method='lora'``: ``backbone.module`` is a PeftModel; only its adapter is stored.
-    ``method='full'``: ``backbone.module`` is a plain causal LM; stored as a whole backbone.
+    ``method='lora'``: ``backbone.module`` is a PeftModel; only its adapter is stored, over the weights
+    of ``base`` (a DPO run that continues an SFT adapter: ``base`` is the SFT model's base, ``parent``
+    the SFT model).  ``method='full'``: ``backbone.module`` is a plain causal LM; stored whole.
     """
+    parent = parent or base
     from modelfab.zoo.base import num_parameters
     from modelfab.zoo.registry import register_backbone
 
@@ -286,11 +289,11 @@ def register_chat_model(
         return store.register_model(
             name=name, tier="L2", task=CHAT_TASK, arch={**base.architecture, "adapter": "lora"}, config=config,
             metrics=metrics, params=base.params, trainable_params=trainable, weights=weights,
-            card={**(card or {}), "chat": info}, parent=base.id, dataset_version=dataset_version,
+            card={**(card or {}), "chat": info}, parent=parent.id, dataset_version=dataset_version,
         )
     if method == "full":
         info = {"method": "full", "base": base.id, "template": template}
-        return register_backbone(store, backbone, name=name, tier="L2", task=CHAT_TASK, parent=base.id,
+        return register_backbone(store, backbone, name=name, tier="L2", task=CHAT_TASK, parent=parent.id,
                                  dataset_version=dataset_version, config=config, metrics=metrics,
                                  card={**(card or {}), "chat": info}, trainable_params=num_parameters(backbone))
     raise ConfigError(f"method: must be 'lora' or 'full', got {method!r}")

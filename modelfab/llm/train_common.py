@@ -32,15 +32,12 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from modelfab.core.errors import ConfigError, DataError, MissingExtraError
 from modelfab.llm.models import (
-    CHAT_TASK,
     DEFAULT_CHAT_TEMPLATE,
     apply_lora,
     check_messages,
     context_length,
     load_base,
-    lora_config_dict,
     lora_info,
-    lora_state,
     register_chat_model,
     render_chat,
 )
@@ -324,20 +321,12 @@ def parameter_counts(module: Any) -> dict[str, Any]:
 def register_result(store: Store, policy: Policy, *, name: str, dataset_version: int, config: dict[str, Any],
                     metrics: dict[str, Any], card: dict[str, Any]) -> Model:
     """Register the trained policy as a chat L2 (parent = ``policy.model``)."""
-    if policy.method == "lora" and policy.weights_base.id != policy.model.id:
-        # A continued adapter: weights over ``weights_base``, lineage from ``model``.
-        module, base = policy.module, policy.weights_base
-        state = lora_state(module)
-        weights = store.artifacts.put_tensors(state, {"builder": "peft-lora", "base": base.id})
-        template = getattr(policy.tokenizer, "chat_template", None) or DEFAULT_CHAT_TEMPLATE
-        info = {"method": "lora", "base": base.id, "peft_config": lora_config_dict(module), "template": template}
-        return store.register_model(
-            name=name, tier="L2", task=CHAT_TASK, arch={**base.architecture, "adapter": "lora"}, config=config,
-            metrics=metrics, params=base.params, trainable_params=sum(v.numel() for v in state.values()),
-            weights=weights, card={**card, "chat": info}, parent=policy.model.id, dataset_version=dataset_version)
     policy.module.eval()
-    return register_chat_model(store, name=name, base=policy.model, backbone=policy.backbone, method=policy.method,
-                               dataset_version=dataset_version, config=config, metrics=metrics, card=card)
+    # A continued adapter runs over ``weights_base``; lineage comes from ``policy.model`` either way.
+    base = policy.weights_base if policy.method == "lora" else policy.model
+    return register_chat_model(store, name=name, base=base, backbone=policy.backbone, method=policy.method,
+                               dataset_version=dataset_version, config=config, metrics=metrics, card=card,
+                               parent=policy.model)
 
 
 def check_name(name: str) -> None:
