@@ -11,7 +11,7 @@ from __future__ import annotations
 import contextlib
 import math
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -63,16 +63,6 @@ def mixed_precision(device: torch.device, enabled: bool) -> contextlib.AbstractC
     if enabled and device.type == "cuda":
         return torch.autocast("cuda", dtype=torch.bfloat16)
     return contextlib.nullcontext()
-
-
-@contextlib.contextmanager
-def on_device(net: nn.Module, device: torch.device) -> Iterator[None]:
-    """Run a block with ``net`` on ``device``; it is back on the CPU afterwards, also on errors."""
-    net.to(device)
-    try:
-        yield
-    finally:
-        net.to("cpu")
 
 
 def class_weights(y: Tensor, n_classes: int, mode: str) -> Tensor | None:
@@ -208,26 +198,6 @@ def train_network(
     resume: bool = False,
     distill: Distillation | None = None,
 ) -> TrainOutcome:
-    """Mini-batch training of ``net`` on ``cfg.device`` (see :func:`_train_network`); ``net`` ends on the CPU."""
-    device = resolve_device(cfg.device)
-    with on_device(net, device):
-        return _train_network(net, encoder, make_batch, y_train, val_batches, cfg, n_classes, run_dir, resume,
-                              distill, device)
-
-
-def _train_network(
-    net: nn.Module,
-    encoder: nn.Module,
-    make_batch: BatchFn,
-    y_train: Tensor,
-    val_batches: Callable[[], list[tuple[Any, Tensor]]],
-    cfg: TuneConfig,
-    n_classes: int,
-    run_dir: Path | None = None,
-    resume: bool = False,
-    distill: Distillation | None = None,
-    device: torch.device | None = None,
-) -> TrainOutcome:
     """Mini-batch training of ``net`` (head + trainable backbone parameters).
 
     With ``distill`` the loss is :func:`kd_loss` against the teacher's outputs (plus the feature
@@ -238,110 +208,114 @@ def _train_network(
     them); gradients still flow through it.  On CUDA, forward passes run under bf16 autocast
     (``cfg.mixed_precision``); checkpoints and the returned best state are CPU tensors.
     """
-    device = device or torch.device("cpu")
+    device = resolve_device(cfg.device)
     amp = cfg.mixed_precision
-    head_params = [p for n, p in net.named_parameters() if p.requires_grad and n.startswith("head.")]
-    body_params = [p for n, p in net.named_parameters() if p.requires_grad and not n.startswith("head.")]
-    groups = [{"params": head_params, "lr": cfg.lr}, {"params": body_params, "lr": cfg.lr * cfg.backbone_lr_scale}]
-    projection: nn.Linear | None = None
-    scenario: Any = net  # a ScenarioNet: ``_embed(batch) -> (N, D)`` and ``head``
-    if distill is not None and distill.features is not None and distill.feature_weight > 0:
-        embed_dim = int(scenario.head.mean.shape[0])  # the TaskHead's standardisation buffer is (D_s,)
-        projection = nn.Linear(embed_dim, distill.features.shape[1]).to(device)  # student (D_s) -> teacher (D_t)
-        groups.append({"params": list(projection.parameters()), "lr": cfg.lr})
-    opt = torch.optim.AdamW(groups, weight_decay=cfg.weight_decay)
-    weights = class_weights(y_train, n_classes, cfg.class_weight)
-    weights = weights.to(device) if weights is not None else None
-    start_epoch, best_loss, best_epoch, bad = 1, math.inf, 0, 0
-    best_state = _trainable(net)
-    history: list[dict[str, float]] = []
-    resumed_from = None
-    elapsed_before = 0.0
-    if resume and run_dir is not None:
-        ckpt = latest_checkpoint(run_dir)
-        if ckpt is not None:
-            _restore(net, ckpt.tensors, "model.")
-            best_state = {k[5:]: v for k, v in ckpt.tensors.items() if k.startswith("best.")}
-            load_optimizer(opt, ckpt.tensors, ckpt.meta)
-            start_epoch = ckpt.step + 1
-            best_loss, best_epoch, bad = ckpt.meta["best_loss"], ckpt.meta["best_epoch"], ckpt.meta["bad"]
-            history = list(ckpt.meta["history"])
-            elapsed_before = float(ckpt.meta.get("seconds", 0.0))
-            resumed_from = ckpt.step
-    t0 = time.perf_counter() - elapsed_before
-    stopped = "max-epochs"
-    n = len(y_train)
-    epoch = start_epoch - 1
-    for epoch in range(start_epoch, cfg.epochs + 1):
-        gen = torch.Generator().manual_seed(cfg.seed * 1_000_003 + epoch)
-        order = torch.randperm(n, generator=gen)
-        net.train()
-        encoder.eval()
-        total = 0.0
-        batches = range(0, n, cfg.batch_size)
-        for b, start in enumerate(track(batches, len(batches), f"epoch {epoch}/{cfg.epochs}")):
-            idx = order[start : start + cfg.batch_size]
-            batch = to_device(make_batch(idx, cfg.augment != "none", gen), device)
-            y = y_train[idx].to(device)
-            with mixed_precision(device, amp):
-                if distill is None:
-                    logits = net(batch)
-                    loss = F.cross_entropy(logits.float(), y, weight=weights)
-                else:
-                    z = scenario._embed(batch) if projection is not None else None  # (B, D_s)
-                    logits = scenario.head(z) if z is not None else net(batch)
-                    loss = kd_loss(logits.float(), distill.probs[idx].to(device), y, distill.temperature,
-                                   distill.alpha, weights)
-                    if z is not None and projection is not None and distill.features is not None:
-                        target = distill.features[idx].to(device)
-                        loss = loss + distill.feature_weight * F.mse_loss(projection(z).float(), target)
-            _check_finite(loss, f"epoch {epoch} batch {b}")
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-            total += loss.item() * len(idx)
-        net.eval()
-        with torch.no_grad():
-            vb = val_batches()
-            if vb:
+    net.to(device)
+    try:
+        head_params = [p for n, p in net.named_parameters() if p.requires_grad and n.startswith("head.")]
+        body_params = [p for n, p in net.named_parameters() if p.requires_grad and not n.startswith("head.")]
+        groups = [{"params": head_params, "lr": cfg.lr}, {"params": body_params, "lr": cfg.lr * cfg.backbone_lr_scale}]
+        projection: nn.Linear | None = None
+        scenario: Any = net  # a ScenarioNet: ``_embed(batch) -> (N, D)`` and ``head``
+        if distill is not None and distill.features is not None and distill.feature_weight > 0:
+            embed_dim = int(scenario.head.mean.shape[0])  # the TaskHead's standardisation buffer is (D_s,)
+            projection = nn.Linear(embed_dim, distill.features.shape[1]).to(device)  # student (D_s) -> teacher (D_t)
+            groups.append({"params": list(projection.parameters()), "lr": cfg.lr})
+        opt = torch.optim.AdamW(groups, weight_decay=cfg.weight_decay)
+        weights = class_weights(y_train, n_classes, cfg.class_weight)
+        weights = weights.to(device) if weights is not None else None
+        start_epoch, best_loss, best_epoch, bad = 1, math.inf, 0, 0
+        best_state = _trainable(net)
+        history: list[dict[str, float]] = []
+        resumed_from = None
+        elapsed_before = 0.0
+        if resume and run_dir is not None:
+            ckpt = latest_checkpoint(run_dir)
+            if ckpt is not None:
+                _restore(net, ckpt.tensors, "model.")
+                best_state = {k[5:]: v for k, v in ckpt.tensors.items() if k.startswith("best.")}
+                load_optimizer(opt, ckpt.tensors, ckpt.meta)
+                start_epoch = ckpt.step + 1
+                best_loss, best_epoch, bad = ckpt.meta["best_loss"], ckpt.meta["best_epoch"], ckpt.meta["bad"]
+                history = list(ckpt.meta["history"])
+                elapsed_before = float(ckpt.meta.get("seconds", 0.0))
+                resumed_from = ckpt.step
+        t0 = time.perf_counter() - elapsed_before
+        stopped = "max-epochs"
+        n = len(y_train)
+        epoch = start_epoch - 1
+        for epoch in range(start_epoch, cfg.epochs + 1):
+            gen = torch.Generator().manual_seed(cfg.seed * 1_000_003 + epoch)
+            order = torch.randperm(n, generator=gen)
+            net.train()
+            encoder.eval()
+            total = 0.0
+            batches = range(0, n, cfg.batch_size)
+            for b, start in enumerate(track(batches, len(batches), f"epoch {epoch}/{cfg.epochs}")):
+                idx = order[start : start + cfg.batch_size]
+                batch = to_device(make_batch(idx, cfg.augment != "none", gen), device)
+                y = y_train[idx].to(device)
                 with mixed_precision(device, amp):
-                    val_loss = sum(
-                        F.cross_entropy(net(to_device(x, device)).float(), y.to(device), weight=weights,
-                                        reduction="sum").item()
-                        for x, y in vb
-                    )
-                val_loss /= sum(len(y) for _, y in vb)
+                    if distill is None:
+                        logits = net(batch)
+                        loss = F.cross_entropy(logits.float(), y, weight=weights)
+                    else:
+                        z = scenario._embed(batch) if projection is not None else None  # (B, D_s)
+                        logits = scenario.head(z) if z is not None else net(batch)
+                        loss = kd_loss(logits.float(), distill.probs[idx].to(device), y, distill.temperature,
+                                       distill.alpha, weights)
+                        if z is not None and projection is not None and distill.features is not None:
+                            target = distill.features[idx].to(device)
+                            loss = loss + distill.feature_weight * F.mse_loss(projection(z).float(), target)
+                _check_finite(loss, f"epoch {epoch} batch {b}")
+                opt.zero_grad()
+                loss.backward()
+                opt.step()
+                total += loss.item() * len(idx)
+            net.eval()
+            with torch.no_grad():
+                vb = val_batches()
+                if vb:
+                    with mixed_precision(device, amp):
+                        val_loss = sum(
+                            F.cross_entropy(net(to_device(x, device)).float(), y.to(device), weight=weights,
+                                            reduction="sum").item()
+                            for x, y in vb
+                        )
+                    val_loss /= sum(len(y) for _, y in vb)
+                else:
+                    val_loss = total / n
+            history.append({"epoch": epoch, "train_loss": total / n, "val_loss": val_loss})
+            if val_loss < best_loss - 1e-5:
+                best_loss, best_epoch, bad = val_loss, epoch, 0
+                best_state = _trainable(net)
             else:
-                val_loss = total / n
-        history.append({"epoch": epoch, "train_loss": total / n, "val_loss": val_loss})
-        if val_loss < best_loss - 1e-5:
-            best_loss, best_epoch, bad = val_loss, epoch, 0
-            best_state = _trainable(net)
-        else:
-            bad += 1
-        if run_dir is not None:
-            opt_t, opt_meta = optimizer_tensors(opt)
-            tensors = {
-                **{f"model.{k}": v for k, v in _trainable(net).items()},
-                **{f"best.{k}": v for k, v in best_state.items()},
-                **opt_t,
-            }
-            meta = {
-                "optimizer": opt_meta,
-                "best_loss": best_loss,
-                "best_epoch": best_epoch,
-                "bad": bad,
-                "history": history,
-                "seconds": time.perf_counter() - t0,
-            }
-            save_checkpoint(run_dir, epoch, tensors, meta)
-        if bad >= cfg.patience:
-            stopped = "early-stop"
-            break
-        if cfg.max_seconds and time.perf_counter() - t0 > cfg.max_seconds:
-            stopped = "time-budget"
-            break
-    _restore(net, best_state)
-    net.eval()
-    return TrainOutcome(epoch, best_epoch, best_loss, time.perf_counter() - t0, stopped, history, resumed_from,
-                        str(device))
+                bad += 1
+            if run_dir is not None:
+                opt_t, opt_meta = optimizer_tensors(opt)
+                tensors = {
+                    **{f"model.{k}": v for k, v in _trainable(net).items()},
+                    **{f"best.{k}": v for k, v in best_state.items()},
+                    **opt_t,
+                }
+                meta = {
+                    "optimizer": opt_meta,
+                    "best_loss": best_loss,
+                    "best_epoch": best_epoch,
+                    "bad": bad,
+                    "history": history,
+                    "seconds": time.perf_counter() - t0,
+                }
+                save_checkpoint(run_dir, epoch, tensors, meta)
+            if bad >= cfg.patience:
+                stopped = "early-stop"
+                break
+            if cfg.max_seconds and time.perf_counter() - t0 > cfg.max_seconds:
+                stopped = "time-budget"
+                break
+        _restore(net, best_state)
+        net.eval()
+        return TrainOutcome(epoch, best_epoch, best_loss, time.perf_counter() - t0, stopped, history, resumed_from,
+                            str(device))
+    finally:
+        net.to("cpu")  # the caller gets the trained net back on the CPU, also after an error
