@@ -7,6 +7,7 @@ probe tune); API keys of every role; and a pipeline run waiting at a manual appr
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 from collections.abc import Iterator
@@ -20,11 +21,14 @@ import uvicorn
 from modelfab.console import console_app
 from modelfab.data import import_image_folder, import_text_table
 from modelfab.flow import load_spec, run_pipeline, validate
+from modelfab.llm.ranking import assign, candidates, import_rankings, task_records
+from modelfab.llm.templates import render_dataset
 from modelfab.serve.auth import create_key
 from modelfab.store.models import model_card
 from modelfab.store.store import Store
 from modelfab.tune import TuneConfig, tune
 from tests.helpers import free_port
+from tests.llm_fixtures import register_tiny_chat
 from tests.tune_fixtures import make_store, tiny_image_store, write_blobs, write_reviews
 
 GATE = """\
@@ -122,4 +126,60 @@ def live_console(p: Prepared, bench_dir: Path | None = None) -> Iterator[Live]:
     finally:
         server.should_exit = True
         thread.join(timeout=15)
+        st.close()
+
+
+# ---- language-model views: a tiny chat LM, an SFT dataset from a template, a ranking dataset
+
+TEMPLATE = """\
+name: permits
+system: You answer questions about city services.
+user: How do I {{ action }} a {{ service }}?
+assistant: "{{ answer }}"
+"""
+ROWS = """\
+action,service,answer
+renew,parking permit,Bring the old permit and pay the fee.
+apply for,building permit,Submit the plans online.
+cancel,water contract,Call the hotline with your contract number.
+renew,passport,Book an appointment and bring a photo.
+transfer,business license,Fill in form B7 at the trade office.
+register,dog,Show the vaccination card at the city hall.
+"""
+ANNOTATORS = ("ann", "bob", "cy", "dee")  # 6 prompts, overlap 2: three each; ann and bob share one
+
+
+def prepare_llm(root: Path) -> Prepared:
+    """A registry with ``tinychat`` (L0), SFT dataset ``prompts`` (6 chats) and ranking dataset ``rk``
+    (v1: 3 candidates per prompt, v2: assigned to ann, bob, cy, dee with overlap 2); API keys named
+    ``viewer-test`` (viewer), ``ann`` and ``bob`` (annotators). About 5 s."""
+    home = root / "home"
+    st = make_store(home)
+    try:
+        register_tiny_chat(st, root)
+        (root / "permits.yaml").write_text(TEMPLATE)
+        (root / "rows.csv").write_text(ROWS)
+        render_dataset(st, root / "permits.yaml", model="tinychat", name="prompts", rows=root / "rows.csv")
+        candidates(st, "tinychat", "prompts", 3, "rk", max_new_tokens=4)
+        assign(st, "rk", list(ANNOTATORS), overlap=2)
+        keys = {"viewer": create_key(st, "viewer", name="viewer-test")[1],
+                "annotator": create_key(st, "annotator", name="ann")[1],
+                "bob": create_key(st, "annotator", name="bob")[1]}
+        return Prepared(home, root, keys, {"viewer": "viewer-test", "annotator": "ann", "bob": "bob"})
+    finally:
+        st.close()
+
+
+def import_for(live: Live, annotator: str, order: str = "ids") -> str:
+    """Rank every item assigned to ``annotator`` through the library (``ids``: c0 > c1 > c2; ``reverse``)."""
+    st = live.store()
+    try:
+        path = live.prepared.root / f"{annotator}-{order}.jsonl"
+        lines = []
+        for t in task_records(st, "rk", annotator):
+            ids = sorted(c["id"] for c in t["candidates"])
+            lines.append(json.dumps({"key": t["key"], "ranking": ids[::-1] if order == "reverse" else ids}))
+        path.write_text("\n".join(lines) + "\n")
+        return import_rankings(st, "rk", path, annotator).ref
+    finally:
         st.close()

@@ -8,7 +8,7 @@ from typing import Any
 
 from fastapi import APIRouter
 
-from modelfab.console import datasets_api, models_api, reports_api, runs_api
+from modelfab.console import datasets_api, llm_api, models_api, reports_api, runs_api
 from modelfab.console.context import Caller, Ctx
 
 PREFIX = "/api/console"
@@ -22,5 +22,5 @@ def whoami(ctx: Ctx, principal: Caller) -> dict[str, Any]:
             "models": list(principal.models) if principal.models is not None else None, "auth": ctx.auth}
 
 
-for sub in (models_api.router, datasets_api.router, runs_api.router, reports_api.router):
+for sub in (models_api.router, datasets_api.router, runs_api.router, reports_api.router, llm_api.router):
     router.include_router(sub)

@@ -7,29 +7,17 @@ Screenshots go to $MODELFAB_SCREENSHOTS (e.g. docs/console) when it is set."""
 
 from __future__ import annotations
 
-import os
 import re
 from collections.abc import Iterator
-from pathlib import Path
+from typing import Any
 
 import pytest
 
-CHROMIUM = Path("/usr/bin/chromium")
-_missing = [] if CHROMIUM.exists() else [f"{CHROMIUM} (apt-get install chromium)"]
-try:
-    from playwright.sync_api import Browser, Page, expect, sync_playwright
-except ImportError:  # pragma: no cover - the dev extra installs it
-    _missing.append("the playwright package")
-if _missing:
-    if os.environ.get("CI"):
-        pytest.fail(f"browser tests need {' and '.join(_missing)}; .ci/run must install them", pytrace=False)
-    pytest.skip(f"browser tests need {' and '.join(_missing)}", allow_module_level=True)
+expect = pytest.importorskip("playwright.sync_api").expect  # CI installs it (dev extra)
 
 from modelfab.store.datasets import get_version, version_items  # noqa: E402
 from tests.console_fixtures import Live, live_console, prepare, start_gate_run  # noqa: E402
-
-TIMEOUT_MS = 30_000
-expect.set_options(timeout=TIMEOUT_MS)  # the machine is shared: allow slow renders
+from tests.e2e.browser import shot, sign_in  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -39,45 +27,7 @@ def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Live]:
         yield server
 
 
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Browser]:
-    with sync_playwright() as pw:
-        b = pw.chromium.launch(executable_path=str(CHROMIUM), args=["--no-sandbox", "--headless=new"])
-        yield b
-        b.close()
-
-
-@pytest.fixture()
-def page(browser: Browser) -> Iterator[Page]:
-    context = browser.new_context(viewport={"width": 1280, "height": 860})
-    context.set_default_timeout(TIMEOUT_MS)
-    p = context.new_page()
-    p.on("dialog", lambda d: d.accept())  # confirm() of promote / approve
-    errors: list[str] = []
-    p.on("pageerror", lambda e: errors.append(str(e)))
-    yield p
-    context.close()
-    assert not errors, f"JavaScript errors: {errors}"
-
-
-def shot(page: Page, name: str) -> None:
-    folder = os.environ.get("MODELFAB_SCREENSHOTS")
-    if folder:
-        Path(folder).mkdir(parents=True, exist_ok=True)
-        page.screenshot(path=str(Path(folder) / name), full_page=False)
-
-
-def sign_in(page: Page, live: Live, role: str, screenshot: str | None = None) -> None:
-    page.goto(f"{live.url}/console/")
-    page.fill("#key", live.prepared.keys[role])
-    if screenshot:
-        shot(page, screenshot)
-    page.click("#signin button[type=submit]")
-    expect(page.locator("#tabs")).to_be_visible()
-    expect(page.locator("#who")).to_contain_text(role)
-
-
-def test_sign_in_and_lineage_tree(page: Page, live: Live) -> None:
+def test_sign_in_and_lineage_tree(page: Any, live: Live) -> None:
     page.goto(f"{live.url}/console/")
     page.fill("#key", "mfk_wrong_key")
     page.click("#signin button[type=submit]")
@@ -99,7 +49,7 @@ def test_sign_in_and_lineage_tree(page: Page, live: Live) -> None:
     shot(page, "lineage.png")
 
 
-def test_label_ten_images_with_the_keyboard(page: Page, live: Live) -> None:
+def test_label_ten_images_with_the_keyboard(page: Any, live: Live) -> None:
     sign_in(page, live, "annotator")
     page.click("#tabs a[data-tab=label]")
     page.select_option("#lab-dataset", "pool")
@@ -133,7 +83,7 @@ def test_label_ten_images_with_the_keyboard(page: Page, live: Live) -> None:
     assert all(k.startswith(c) for k, c in pressed)  # the images really were of those classes
 
 
-def test_approve_a_waiting_run_and_see_it_continue(page: Page, live: Live) -> None:
+def test_approve_a_waiting_run_and_see_it_continue(page: Any, live: Live) -> None:
     run_id = start_gate_run(live.prepared)
     sign_in(page, live, "engineer")
     page.click("#tabs a[data-tab=runs]")
@@ -153,7 +103,7 @@ def test_approve_a_waiting_run_and_see_it_continue(page: Page, live: Live) -> No
     expect(page.locator("#steps")).to_contain_text("approved by engineer-test")
 
 
-def test_every_tab_renders(page: Page, live: Live) -> None:
+def test_every_tab_renders(page: Any, live: Live) -> None:
     sign_in(page, live, "viewer")
     page.click("#tabs a[data-tab=datasets]")
     page.click("#datasets a:has-text('blobs')")
@@ -171,7 +121,7 @@ def test_every_tab_renders(page: Page, live: Live) -> None:
     expect(page.locator("#lab-form")).to_contain_text("Your role (viewer) cannot save labels")
 
 
-def test_annotator_promote_shows_403(page: Page, live: Live) -> None:
+def test_annotator_promote_shows_403(page: Any, live: Live) -> None:
     sign_in(page, live, "annotator")
     page.click("a.node:has-text('cell-a:1')")
     page.fill("#alias", "production")

@@ -4,8 +4,9 @@ import { api, auth } from "./api.js";
 import { h, showError } from "./ui.js";
 import { datasetsView } from "./views/datasets.js";
 import { labelView } from "./views/label.js";
-import { lmPlaceholder } from "./views/lm.js";
 import { modelsView } from "./views/models.js";
+import { promptsView } from "./views/prompts.js";
+import { rankingView } from "./views/ranking.js";
 import { reportsView } from "./views/reports.js";
 import { runsView } from "./views/runs.js";
 
@@ -15,8 +16,8 @@ const VIEWS = {
   label: labelView,
   runs: runsView,
   reports: reportsView,
-  prompts: lmPlaceholder("Prompt templates", "the prompt-template editor with live preview (modelfab/llm/templates.py)"),
-  ranking: lmPlaceholder("Ranking", "ranking of candidate responses (modelfab/llm/ranking.py)"),
+  prompts: promptsView,
+  ranking: rankingView,
 };
 
 const main = document.getElementById("view");
@@ -44,16 +45,26 @@ function signIn(message) {
   input.focus();
 }
 
+let routeSeq = 0;
+
+// Each navigation renders into its own container: a slower view that finishes after the user moved on
+// writes into a detached element instead of over the current view.
 async function route() {
+  const mine = ++routeSeq;
   if (cleanup) { cleanup(); cleanup = null; }
   showError(null);
   const [tab = "models", ...args] = location.hash.replace(/^#\/?/, "").split("/").map(decodeURIComponent);
   const view = VIEWS[tab] || VIEWS.models;
   for (const a of document.querySelectorAll("#tabs a")) a.classList.toggle("active", a.dataset.tab === tab);
-  main.replaceChildren(h("p", { class: "muted" }, "Loading…"));
+  const slot = h("div", { class: "view", "data-view": tab });
+  slot.replaceChildren(h("p", { class: "muted" }, "Loading…"));
+  main.replaceChildren(slot);
   try {
-    cleanup = (await view(main, args, session)) || null;
+    const done = (await view(slot, args, session)) || null;
+    if (mine !== routeSeq) { if (done) done(); return; }
+    cleanup = done;
   } catch (err) {
+    if (mine !== routeSeq) return;
     if (err.status === 401) return signIn(err.message);
     main.replaceChildren();
     showError(err);
