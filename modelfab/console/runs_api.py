@@ -137,7 +137,6 @@ def run_logs(run_id: str, ctx: Ctx, _: Caller) -> dict[str, Any]:
 def start_resume(ctx: ConsoleContext, run_id: str) -> int:
     """Continue a pipeline run in a new ``modelfab runs resume`` process (it outlives the request);
     its output goes to the run's ``console-resume`` log. Returns the pid."""
-    from modelfab.flow.engine import work_dir
     from modelfab.flow.state import driver_alive, pipeline_run
 
     st = ctx.store
@@ -147,6 +146,14 @@ def start_resume(ctx: ConsoleContext, run_id: str) -> int:
         raise ConflictError(f"run {run_id} already succeeded; nothing to resume")
     if (run.status == "running" and driver_alive(run)) or run_id in ctx.children:
         raise ConflictError(f"run {run_id} is being driven right now; wait for it")
+    return _spawn_driver(ctx, run_id)
+
+
+def _spawn_driver(ctx: ConsoleContext, run_id: str) -> int:
+    """Drive ``run_id`` in a new ``modelfab runs resume`` process; output to its ``console-resume`` log."""
+    from modelfab.flow.engine import work_dir
+
+    st = ctx.store
     log = work_dir(st, run_id, "console-resume") / "log.txt"
     log.parent.mkdir(parents=True, exist_ok=True)
     env = {**os.environ, "MODELFAB_HOME": str(st.settings.home), "MODELFAB_DB": st.settings.db_url,
@@ -192,3 +199,21 @@ def cancel(run_id: str, ctx: Ctx, principal: Caller) -> dict[str, Any]:
 
     require(principal, "engineer", "cancel pipeline runs")
     return {"run": run_id, "signalled": cancel_run(ctx.store, run_id)}
+
+
+@router.post("/runs/{run_id}/rerun")
+def rerun(run_id: str, ctx: Ctx, principal: Caller) -> dict[str, Any]:
+    """Start a new run of the same pipeline (its stored spec and overrides; unchanged steps come from the
+    cache) in a new process (engineer or above). Returns the new run's id."""
+    from modelfab.flow.engine import create_run, plan_of_run
+    from modelfab.flow.state import pipeline_run, update_run
+
+    require(principal, "engineer", "re-run pipelines")
+    st = ctx.store
+    old = pipeline_run(st, run_id)
+    plan = plan_of_run(st, run_id)
+    new_id = create_run(st, plan, executor=old.config.get("executor", "local"),
+                        overrides=old.config.get("overrides") or None)
+    update_run(st, new_id, config={"driver": None})  # not driven by this server: the new process claims it
+    return {"run": new_id, "rerun_of": run_id, "driver_pid": _spawn_driver(ctx, new_id)}
+

@@ -223,6 +223,22 @@ def test_run_waits_at_gate_then_continues_after_approval(live: Live) -> None:
     assert decision["approved"] and decision["by"].startswith("engineer-test") and decision["at"]
     error(HTTP.post(api(live, f"/runs/{run_id}/resume"), headers=live.h("engineer")), 409, "conflict")
     assert os.path.exists(live.prepared.home / "runs" / "pipelines" / run_id / "console-resume" / "log.txt")
+    # Re-run: a new run of the same spec, driven by its own process; the data step comes from the cache
+    # and the manual gate waits again (approvals are never cached).
+    error(HTTP.post(api(live, f"/runs/{run_id}/rerun"), headers=live.h("annotator")), 403, "forbidden")
+    res = HTTP.post(api(live, f"/runs/{run_id}/rerun"), headers=live.h("engineer"))
+    assert res.status_code == 200, res.text
+    new_id = res.json()["run"]
+    assert new_id != run_id and res.json()["rerun_of"] == run_id
+    deadline = time.monotonic() + 180
+    while True:
+        again = HTTP.get(api(live, f"/runs/{new_id}"), headers=live.h("viewer")).json()
+        if again["status"] in ("waiting", "succeeded", "failed"):
+            break
+        assert time.monotonic() < deadline, again
+        time.sleep(0.5)
+    steps = {s["name"]: s for s in again["steps"]}
+    assert again["status"] == "waiting" and steps["data"]["status"] == "cached", again
 
 
 def test_screened_version_gallery_by_score_with_heatmaps(live: Live) -> None:

@@ -122,6 +122,13 @@ async function runView(main, runId) {
       h("span", { id: "live" }, pipeline ? " · live" : "")),
     pipeline ? h("p", {}, action("Resume", "resume", `/runs/${enc(runId)}/resume`, `Resume run ${runId}?`), " ",
       action("Cancel", "cancel", `/runs/${enc(runId)}/cancel`, `Cancel run ${runId}?`), " ",
+      h("button", { type: "button", id: "rerun", onclick: async () => {
+        if (!confirm(`Start a new run of ${run.pipeline || "this pipeline"} (unchanged steps come from the cache)?`)) return;
+        try {
+          const res = await api(`/runs/${enc(runId)}/rerun`, { method: "POST" });
+          location.hash = `#/runs/${enc(res.run)}`;
+        } catch (err) { showError(err); }
+      } }, "Re-run"), " ",
       h("button", { type: "button", onclick: () => logsView(logsBox, runId).catch(showError) }, "Refresh logs")) : null,
     graphBox, stepsBox,
     pipeline ? h("h3", {}, "Logs") : null, logsBox,
