@@ -48,6 +48,8 @@ bench: install
 	$(PY) bench/selection.py
 	$(PY) bench/serve.py
 	$(PY) bench/pipeline.py
+	$(PY) bench/llm.py
+	$(PY) bench/console.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
