@@ -11,6 +11,7 @@ Arms (each resumable: a finished arm is kept in bench/results/llm.json while the
               reference-F1 rule (synthetic, marked so), all pairs, DPO continuing the SFT adapter; held-out
               pairs (val + test prompts): fraction where the chosen answer gets the higher mean log-likelihood,
               SFT-only vs DPO, and DPO's implicit-reward accuracy against the SFT model.
+  dpo-longer  DPO again on the same pairs, learning rate 5e-4 and 2 epochs (the default 20 steps barely move it).
   rag         the handbook indexed with MiniLM (chunks of 200 tokens, overlap 40); the QA set (policy-qa.jsonl,
               hand-written) answered by the L0 with retrieval (k=3) and without: recall@1/@3, token F1,
               key-fact score and accuracy (all key facts present) -- the rule of modelfab.llm.rag.scoring.
@@ -139,6 +140,23 @@ def arm_dpo(store: Any, refs: dict[str, str], sft_model: str, n: int, new_tokens
     return out
 
 
+def arm_dpo_longer(store: Any, sft_model: str, prefs: str, lr: float, epochs: float) -> dict[str, Any]:
+    """DPO again on the same pairs with a larger learning rate and whole epochs (the first arm's 20 steps
+    at the default rate left the DPO loss at ln 2)."""
+    from modelfab.llm.dpo import DPOConfig, dpo
+
+    cfg = DPOConfig(lr=lr, epochs=epochs, batch_size=2, max_length=320, truncate=True, seed=0)
+    t0 = time.perf_counter()
+    model = dpo(store, sft_model, prefs, "bench-dpo-longer", cfg, log=lambda _: None)
+    m = dict(model.metrics or {})
+    out = {"lr": lr, "epochs": epochs, "steps": m.get("global_step"), "dpo_wall_s": round(time.perf_counter() - t0, 1),
+           "dpo_model": model.id, "train_loss": m.get("train_loss"),
+           "train_reward_accuracy": m.get("train_reward_accuracy"),
+           "dpo": _pref(store, model.id, prefs, reference=sft_model), "synthetic": True}
+    console.print(f"dpo-longer: {out}")
+    return out
+
+
 def arm_rag(store: Any, qa_items: int, k: int, new_tokens: int) -> dict[str, Any]:
     from modelfab.llm.rag.index import build_index
     from modelfab.llm.rag.qa_eval import evaluate_qa
@@ -173,6 +191,9 @@ def table(cells: dict[str, Any]) -> None:
         c = cells["dpo"]
         t.add_row("held-out pairs: SFT only", json.dumps(c["sft_only"]))
         t.add_row("held-out pairs: DPO", json.dumps(c["dpo"]))
+    if "dpo-longer" in cells:
+        c = cells["dpo-longer"]
+        t.add_row(f"held-out pairs: DPO lr {c['lr']}, {c['epochs']} epochs", json.dumps(c["dpo"]))
     if "rag" in cells:
         c = cells["rag"]
         for arm in ("rag", "no_retrieval"):
@@ -182,7 +203,7 @@ def table(cells: dict[str, Any]) -> None:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--arms", default="sft,generation,dpo,rag")
+    ap.add_argument("--arms", default="sft,generation,dpo,dpo-longer,rag")
     ap.add_argument("--sft-steps", type=int, default=12)
     ap.add_argument("--dpo-steps", type=int, default=20)
     ap.add_argument("--candidates", type=int, default=3)
@@ -217,6 +238,9 @@ def main() -> None:
         results.put("generation", arm_generation(store, lora_model, 48))
     if "dpo" in arms and not results.done("dpo") and lora_model:
         results.put("dpo", arm_dpo(store, refs, lora_model, args.candidates, args.new_tokens, args.dpo_steps))
+    dpo_cell = results.data["cells"].get("dpo")
+    if "dpo-longer" in arms and not results.done("dpo-longer") and lora_model and dpo_cell:
+        results.put("dpo-longer", arm_dpo_longer(store, lora_model, dpo_cell["pairs"]["dataset"], 5e-4, 2.0))
     if "rag" in arms and not results.done("rag"):
         results.put("rag", arm_rag(store, args.qa_items, args.k, args.new_tokens))
     table(results.data["cells"])

@@ -31,9 +31,10 @@ def _require_browser() -> Any:
     return sync_api
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def browser() -> Iterator[Any]:
-    """One headless Chromium for the whole session."""
+    """One headless Chromium per test module: Playwright's sync API holds an event loop on this thread
+    while it runs, so it must be closed before other modules' tests call ``asyncio.run``."""
     sync_api = _require_browser()
     with sync_api.sync_playwright() as pw:
         b = pw.chromium.launch(executable_path=str(CHROMIUM), args=["--no-sandbox", "--headless=new"])
