@@ -41,7 +41,7 @@ def serve(
     import uvicorn
 
     from modelfab.serve.app import create_app
-    from modelfab.serve.chat import split_models, start_chat_deployments
+    from modelfab.serve.chat_host import split_models, start_chat_deployments
     from modelfab.serve.config import ServeSettings
     from modelfab.serve.deployments import start_deployments, stop_deployments
     from modelfab.serve.runtime import plan_model

@@ -26,7 +26,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from modelfab.core.errors import ConfigError, ConflictError, DataError, ModelfabError, NotFoundError
 from modelfab.serve import routes
 from modelfab.serve.chat import router as chat_router
-from modelfab.serve.chat import split_models, start_chat_deployments
+from modelfab.serve.chat_host import split_models, start_chat_deployments
 from modelfab.serve.config import ServeSettings
 from modelfab.serve.deployments import add_counters, start_deployments, stop_deployments
 from modelfab.serve.embeddings import router as embeddings_router

@@ -16,7 +16,8 @@ from fastapi import APIRouter, Request
 
 from modelfab.core.errors import ModelfabError
 from modelfab.llm.models import ContextLengthError
-from modelfab.serve.chat import EMBEDDINGS_PATH, ERRORS, resolve, state_of
+from modelfab.serve.chat import ERRORS, resolve, state_of
+from modelfab.serve.chat_host import EMBEDDINGS_PATH
 from modelfab.serve.inputs import ApiError
 from modelfab.serve.schemas import EmbeddingData, EmbeddingRequest, EmbeddingResponse, EmbeddingUsage
 

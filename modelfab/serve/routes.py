@@ -157,7 +157,7 @@ async def predict(name: str, request: Request) -> PredictResponse:
 @router.get("/v1/models", response_model=ModelList, responses=ERRORS,
             summary="Model cards of the served models (scenario, chat and embedding)")
 async def list_models(request: Request) -> ModelList:
-    from modelfab.serve.chat import chat_card
+    from modelfab.serve.chat_host import chat_card
 
     st = state_of(request)
     principal = st.authorize(request.headers, "read")
@@ -168,7 +168,7 @@ async def list_models(request: Request) -> ModelList:
 
 @router.get("/v1/models/{name}", response_model=ModelCard, responses=ERRORS, summary="One served model's card")
 async def get_card(name: str, request: Request) -> ModelCard:
-    from modelfab.serve.chat import chat_card
+    from modelfab.serve.chat_host import chat_card
 
     st = state_of(request)
     principal = st.authorize(request.headers, "read")

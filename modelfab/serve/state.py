@@ -15,7 +15,7 @@ import torch
 
 from modelfab.serve.auth import ANONYMOUS, KeyVerifier, Principal, token_from_headers
 from modelfab.serve.batching import DirectRunner, MicroBatcher
-from modelfab.serve.chat import ChatHost, ChatPlan
+from modelfab.serve.chat_host import ChatHost, ChatPlan
 from modelfab.serve.config import ServeSettings
 from modelfab.serve.inputs import ApiError
 from modelfab.serve.metrics import Metrics

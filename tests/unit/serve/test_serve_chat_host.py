@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from modelfab.llm.models import ContextLengthError, load_base, load_chat_model, register_chat_model
-from modelfab.serve.chat import ChatHost, split_models
+from modelfab.serve.chat_host import ChatHost, split_models
 from modelfab.serve.config import ServeSettings
 from modelfab.serve.metrics import Metrics
 from modelfab.store.schema import Model
