@@ -119,7 +119,8 @@ def _pref(store: Any, model: str, pairs: str, reference: str | None = None) -> d
 
 def arm_dpo(store: Any, refs: dict[str, str], sft_model: str, n: int, new_tokens: int, steps: int) -> dict[str, Any]:
     from modelfab.llm.dpo import DPOConfig, dpo
-    from modelfab.llm.ranking import candidates, pairs, synthetic_rankings
+    from modelfab.llm.preference import pairs
+    from modelfab.llm.ranking import candidates, synthetic_rankings
 
     start = time.perf_counter()
     cand = candidates(store, sft_model, refs["prompts"], n, "bench-candidates", max_new_tokens=new_tokens,

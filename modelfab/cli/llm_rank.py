@@ -12,7 +12,7 @@ from rich.text import Text
 from modelfab.cli.common import JSON_HELP, console, err_console, print_json, store
 from modelfab.core.errors import DataError
 from modelfab.data.result import ImportResult
-from modelfab.llm import ranking
+from modelfab.llm import preference, ranking
 
 app = typer.Typer(help="Preference data: candidates, annotator assignments, rankings, agreement, DPO pairs.",
                   no_args_is_help=True)
@@ -190,7 +190,7 @@ def pairs_cmd(
     as_json: bool = typer.Option(False, "--json", help=JSON_HELP),
 ) -> None:
     """Aggregate rankings (Borda) into (chosen, rejected) pairs: a preference dataset for DPO."""
-    report = ranking.pairs(store(), ref, name, include_synthetic=include_synthetic, all_pairs=all_pairs, seed=seed)
+    report = preference.pairs(store(), ref, name, include_synthetic=include_synthetic, all_pairs=all_pairs, seed=seed)
     if as_json:
         print_json(report.as_dict())
         return

@@ -152,7 +152,7 @@ class RankPairsStep(Step):
 
     def run(self, ctx: StepContext, params: StepParams) -> dict[str, Any]:
         assert isinstance(params, RankPairsParams)
-        from modelfab.llm.ranking import pairs
+        from modelfab.llm.preference import pairs
 
         report = pairs(ctx.store, params.data, params.name, include_synthetic=params.include_synthetic,
                        all_pairs=params.all_pairs, seed=params.seed)

@@ -29,15 +29,13 @@ from modelfab.llm.formats import (
     preference_text,
     ranking_item,
 )
+from modelfab.llm.preference import borda, pair_ids, pairs
 from modelfab.llm.ranking import (
     RankingFileError,
     assign,
     assignment_plan,
-    borda,
     import_rankings,
     load_ranking,
-    pair_ids,
-    pairs,
     split_prompt,
     synthetic_rankings,
     task_records,
@@ -142,7 +140,7 @@ def test_borda_pairs_and_f1() -> None:
         borda([["a", "z"]], ["a", "b"])
     assert pair_ids(["a", "b", "c"]) == [("a", "b"), ("a", "c")]
     assert pair_ids(["a", "b", "c"], all_pairs=True) == [("a", "b"), ("a", "c"), ("b", "c")]
-    assert token_f1("The cat sat.", "the cat") == pytest.approx(0.8)  # P 2/3, R 1
+    assert token_f1("The cat sat.", "the cat") == pytest.approx(2 / 3)  # articles dropped: P 1/2, R 1
     assert token_f1("dog", "the cat") == 0.0 and token_f1("", "x") == 0.0
     assert token_f1("a a b", "a b b") == pytest.approx(2 / 3)
 
