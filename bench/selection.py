@@ -8,7 +8,11 @@ latency at batch 1 and 32 (torch eager for the L2s, ONNX Runtime for the childre
 reported apart from the model gains (Lite2 -> Lite0, fp32 -> INT8).
 
 Resumable: every finished cell is saved to bench/results/select.json; registered models are found
-again by name in the bench store (bench/.home/select). Usage: python bench/selection.py [--threads 1]
+again by name in the bench store (bench/.home/select). ``--refresh-children`` exports and quantizes the
+L2s again (new versions of the same child names: the current exporter and INT8 recipe) and measures every
+model again; the tuned L2s are kept.
+
+    python bench/selection.py [--threads 1] [--refresh-children]
 """
 
 from __future__ import annotations
@@ -74,8 +78,8 @@ def registered(st: Store, name: str) -> bool:
         return False
 
 
-def build_models(st: Store, res: ResultFile, seed: int) -> list[str]:
-    """The L2s and their children (found by name when already registered)."""
+def build_models(st: Store, res: Any, seed: int) -> list[str]:  # res: bench_common.ResultFile
+    """The L2s and their children (found by name when already registered and measured in ``res``)."""
     names = []
     for base in BASES:
         l2 = f"elpv-{base}"
@@ -83,10 +87,10 @@ def build_models(st: Store, res: ResultFile, seed: int) -> list[str]:
             t0 = time.perf_counter()
             out = tune(st, base=base, data="elpv", name=l2, cfg=TuneConfig(labels=TASK, method="probe", seed=seed))
             res.put(f"tune/{base}", {"seconds": time.perf_counter() - t0, "val": out.val_metrics})
-        if not registered(st, f"{l2}-onnx"):
+        if not registered(st, f"{l2}-onnx") or not res.done(f"export/{base}"):
             e = export_model(st, l2, "onnx")
             res.put(f"export/{base}", {"parity": e.parity, "bytes": e.artifact_bytes})
-        if not registered(st, f"{l2}-int8"):
+        if not registered(st, f"{l2}-int8") or not res.done(f"int8/{base}"):
             t0 = time.perf_counter()
             q = extract(st, f"{l2}-onnx", "quantize", {"samples": 64, "name": f"{l2}-int8"})
             res.put(f"int8/{base}", {"parity": q.parity, "bytes": q.artifact_bytes, **q.details,
@@ -116,6 +120,8 @@ def main() -> int:
     ap.add_argument("--repeats", type=int, default=10)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", type=Path, default=OUT)
+    ap.add_argument("--refresh-children", action="store_true",
+                    help="export and quantize again (new versions) and measure every model again")
     args = ap.parse_args()
     import torch
 
@@ -126,6 +132,9 @@ def main() -> int:
                                 "seeds": [args.seed], "threads": args.threads, "device": device_label(),
                                 "l2": "probe (full train split), linear head on frozen Lite0@224 / Lite2@260"})
     console = Console()
+    if args.refresh_children:
+        for key in [k for k in res.data["cells"] if not k.startswith("tune/")]:
+            del res.data["cells"][key]
     names = build_models(st, res, args.seed)
     for name in names:
         if not res.done(f"test/{name}"):

@@ -1,4 +1,4 @@
-"""Serving benchmark: a real `modelfab serve` process on loopback under a bounded async load.
+"""Serving benchmark: a real `modelfab serve` process on loopback under a bounded (closed-loop) load.
 
 Arms (one ELPV Lite0 LoRA L2, one image per request, multipart upload, a viewer API key):
   (a) naive: batching off, torch runtime (each request runs alone);
@@ -6,6 +6,12 @@ Arms (one ELPV Lite0 LoRA L2, one image per request, multipart upload, a viewer 
       (batching + torch when no ONNX export can be made; the JSON says which).
 At 1, 8 and 32 concurrent clients: throughput, p50 and p99 latency. Then memory: resident set of a
 server hosting 1, 2 and 4 LoRA L2s of the same Lite0 base (served from one shared copy).
+
+Load generator: `wrk` (Debian package; C, event-driven, ~1% of a core here) when it is on PATH, with
+bench/serve_wrk.lua cycling through 64 multipart bodies; else async httpx clients in this process
+(which take a good part of one of the two cores away from the server). MODELFAB_BENCH_SERVE_LOADGEN
+= wrk | httpx forces one. With wrk, p50/p99 of a level are the mean p50 and the largest p99 over the
+repetitions (wrk reports percentiles per run); with httpx they are pooled over all requests.
 
     MODELFAB_BENCH_HOME=bench/.home .venv/bin/python bench/serve.py
 """
@@ -15,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import shutil
 import signal
 import socket
 import statistics
@@ -51,6 +58,9 @@ SKIP_MEMORY = bool(os.environ.get("MODELFAB_BENCH_SERVE_SKIP_MEMORY"))  # keep a
 WARM_S = 2.0
 N_IMAGES = 64
 LORA_SEEDS = (2, 3)  # extra LoRA L2s trained for the memory arm (seeds 0, 1 exist as bench-lora-10-*)
+LOADGEN = os.environ.get("MODELFAB_BENCH_SERVE_LOADGEN") or ("wrk" if shutil.which("wrk") else "httpx")
+BOUNDARY = "mfbench7d2f"
+WRK_SCRIPT = Path(__file__).parent / "serve_wrk.lua"
 
 
 def free_port() -> int:
@@ -131,6 +141,35 @@ async def load(url: str, key: str, images: list[bytes], clients: int, seconds: f
     return {"clients": clients, "requests": len(lat), "errors": errors, "seconds": elapsed, "latencies": lat}
 
 
+def multipart_bodies(images: list[bytes], folder: Path) -> Path:
+    """One multipart body per image (field ``files``) in ``folder`` as 0.bin, 1.bin, ... for wrk."""
+    folder.mkdir(parents=True, exist_ok=True)
+    for i, img in enumerate(images):
+        head = (f"--{BOUNDARY}\r\nContent-Disposition: form-data; name=\"files\"; filename=\"cell.png\"\r\n"
+                "Content-Type: image/png\r\n\r\n").encode()
+        (folder / f"{i}.bin").write_bytes(head + img + f"\r\n--{BOUNDARY}--\r\n".encode())
+    return folder
+
+
+def wrk_run(url: str, key: str, bodies: Path, clients: int, seconds: float) -> dict[str, Any]:
+    env = {**os.environ, "MF_BODIES": str(bodies), "MF_KEY": key, "MF_BOUNDARY": BOUNDARY}
+    cmd = ["wrk", "-t1", f"-c{clients}", f"-d{seconds:g}s", "--timeout", "120s", "-s", str(WRK_SCRIPT), url]
+    out = subprocess.run(cmd, env=env, capture_output=True, text=True, check=True).stdout
+    line = next(x for x in out.splitlines() if x.startswith("MFRESULT "))
+    data: dict[str, Any] = json.loads(line.removeprefix("MFRESULT "))
+    return data
+
+
+def load_wrk(url: str, key: str, bodies: Path, clients: int, seconds: float) -> dict[str, Any]:
+    """``clients`` wrk connections, one request in flight each, after a WARM_S warm-up run."""
+    wrk_run(url, key, bodies, clients, WARM_S)
+    r = wrk_run(url, key, bodies, clients, seconds)
+    errors = r["non2xx"] + r["socket_errors"] + r["timeouts"]
+    return {"clients": clients, "requests": r["requests"] - errors, "errors": errors,
+            "seconds": r["duration_us"] / 1e6, "p50_ms": r["p50_us"] / 1000, "p99_ms": r["p99_us"] / 1000,
+            "p90_ms": r["p90_us"] / 1000, "max_ms": r["max_us"] / 1000}
+
+
 def ensure_onnx(st: Store) -> tuple[str, str]:
     """(runtime, note) for arm (b): onnxruntime on a passing export, else torch."""
     try:
@@ -166,11 +205,17 @@ def lora_models(st: Store) -> list[str]:
 
 
 def pooled(runs: list[dict[str, Any]], lat: list[float]) -> dict[str, Any]:
-    lat = sorted(lat)
+    """One level over its repetitions: exact pooled percentiles when the latencies are known (httpx), else
+    the mean p50 and the largest p99 of the runs (wrk)."""
     seconds = sum(r["seconds"] for r in runs)
-    return {"clients": runs[0]["clients"], "requests": len(lat), "errors": sum(r["errors"] for r in runs),
-            "seconds": seconds, "throughput_rps": len(lat) / seconds, "p50_ms": statistics.median(lat),
-            "p99_ms": lat[min(len(lat) - 1, int(0.99 * len(lat)))], "reps": runs,
+    requests = sum(r["requests"] for r in runs)
+    if lat:
+        lat = sorted(lat)
+        p50, p99 = statistics.median(lat), lat[min(len(lat) - 1, int(0.99 * len(lat)))]
+    else:
+        p50, p99 = statistics.fmean(r["p50_ms"] for r in runs), max(r["p99_ms"] for r in runs)
+    return {"clients": runs[0]["clients"], "requests": requests, "errors": sum(r["errors"] for r in runs),
+            "seconds": seconds, "throughput_rps": requests / seconds, "p50_ms": p50, "p99_ms": p99, "reps": runs,
             "loadavg_1m": [r["loadavg_1m"] for r in runs]}
 
 
@@ -185,7 +230,7 @@ def main() -> None:
     header = {"benchmark": "serve", "model": f"{model.name}:{model.version}", "model_id": model.id,
               "dataset": f"{dv.dataset.name}@{dv.version}", "split_hash": dv.split_info.get("hash"),
               "seeds": {"lora_extra": list(LORA_SEEDS), "images": "first 64 test items by key"},
-              "levels": list(LEVELS), "seconds_per_level": SECONDS, "reps": REPS}
+              "levels": list(LEVELS), "seconds_per_level": SECONDS, "reps": REPS, "loadgen": LOADGEN}
     results = ResultFile(OUT, header)
     threads = ["--threads", THREADS] if THREADS else []
     arms = {
@@ -196,6 +241,7 @@ def main() -> None:
     # Both servers run side by side and the load alternates between them (level by level, REPS
     # times), so the two arms see the same background load on this shared machine.
     servers = {arm: Server([MODEL], *args) for arm, (args, _) in arms.items()}
+    bodies = multipart_bodies(images, HOME / "serve-bench-bodies") if LOADGEN == "wrk" else None
     raw: dict[tuple[str, int], list[dict[str, Any]]] = {}
     lats: dict[tuple[str, int], list[float]] = {}
     try:
@@ -205,9 +251,12 @@ def main() -> None:
             for c in LEVELS:
                 for arm, server in servers.items():
                     url = f"{server.url}/v1/models/{MODEL}:predict"
-                    res = asyncio.run(load(url, key, images, c, SECONDS))
+                    if bodies is not None:
+                        res = load_wrk(url, key, bodies, c, SECONDS)
+                    else:
+                        res = asyncio.run(load(url, key, images, c, SECONDS))
                     res["loadavg_1m"] = os.getloadavg()[0]
-                    lats.setdefault((arm, c), []).extend(res.pop("latencies"))
+                    lats.setdefault((arm, c), []).extend(res.pop("latencies", []))
                     raw.setdefault((arm, c), []).append(res)
         for arm, (args, what) in arms.items():
             levels = [pooled(raw[(arm, c)], lats[(arm, c)]) for c in LEVELS]
@@ -224,11 +273,11 @@ def main() -> None:
         server = Server(names[:n], "--runtime", "torch", *threads)
         try:
             server.wait_ready()
-            with httpx.Client(headers={"Authorization": f"Bearer {key}"}, timeout=120) as c:
+            with httpx.Client(headers={"Authorization": f"Bearer {key}"}, timeout=120) as client:
                 for name in names[:n]:
                     for _ in range(2):
-                        c.post(f"{server.url}/v1/models/{name}:predict", files=[("files", ("x.png", images[0]))])
-                cards = c.get(f"{server.url}/v1/models").json()["models"]
+                        client.post(f"{server.url}/v1/models/{name}:predict", files=[("files", ("x.png", images[0]))])
+                cards = client.get(f"{server.url}/v1/models").json()["models"]
             memory[str(n)] = server.rss_mb()
             own[str(n)] = {card["name"]: card["own_bytes"] for card in cards}
             shared[str(n)] = sorted({str(card["shared_base"]) for card in cards})
@@ -247,7 +296,8 @@ def main() -> None:
     results.put(f"summary{SUFFIX}", {"throughput_ratio_32": batched32["throughput_rps"] / naive32["throughput_rps"],
                                      "batched_p99_over_p50_32": batched32["p99_ms"] / batched32["p50_ms"],
                                      "threads": THREADS or "default (torch: 2)"})
-    table = Table(title=f"serve: {MODEL}, 1 image per request ({results.data['machine'].get('cpu', '')})")
+    table = Table(title=f"serve: {MODEL}, 1 image per request, load: {LOADGEN} "
+                        f"({results.data['machine'].get('cpu', '')})")
     for col in ("arm", "clients", "req/s", "p50 ms", "p99 ms", "errors", "load avg"):
         table.add_column(col)
     for arm in arms:

@@ -26,6 +26,8 @@ def serve(
     max_batch: int = typer.Option(32, help="Largest dynamic batch (inputs)."),
     max_wait_ms: float = typer.Option(5.0, help="Longest wait for batch companions, in ms."),
     batching: bool = typer.Option(True, "--batching/--no-batching", help="Dynamic micro-batching."),
+    ort_spinning: bool = typer.Option(False, "--ort-spinning/--no-ort-spinning",
+                                      help="Let ONNX Runtime threads spin-wait between runs (off: CPU for the rest)."),
     low_confidence: float = typer.Option(0.6, help="Keep predictions below this confidence for review."),
     max_body_mb: float = typer.Option(10.0, help="Request body limit in MB (413 above)."),
     max_inputs: int = typer.Option(64, help="Inputs per request (413 above)."),
@@ -48,6 +50,7 @@ def serve(
 
     settings = ServeSettings(
         host=host, port=port, runtime=runtime, workers=workers, threads=threads, batching=batching,  # type: ignore[arg-type]
+        ort_spinning=ort_spinning,
         max_batch=max_batch, max_wait_ms=max_wait_ms, low_confidence=low_confidence,
         max_body_bytes=int(max_body_mb * 1024 * 1024), max_inputs=max_inputs, auth=not no_auth,
         chat_max_tokens=chat_max_tokens, chat_workers=chat_workers,

@@ -156,6 +156,20 @@ def torchscript_runner(data: bytes, threads: int) -> Callable[[Tensor], np.ndarr
     return torch_runner(net, threads)
 
 
+_ORT_SPINNING = True
+
+
+def set_onnx_spinning(enabled: bool) -> None:
+    """Whether the intra-op threads of ONNX Runtime sessions made from now on spin-wait for work.
+
+    Spinning (onnxruntime's default) saves a wake-up per run when inference has the cores to itself, as in
+    ``modelfab profile``; a server turns it off, because the spinning threads take the cores its event loop,
+    decoding and preprocessing threads need between batches.
+    """
+    global _ORT_SPINNING
+    _ORT_SPINNING = enabled
+
+
 def onnx_session(data: bytes, threads: int) -> Any:
     """An onnxruntime CPU session over ONNX bytes with ``threads`` intra-op threads."""
     import onnxruntime as ort
@@ -164,6 +178,7 @@ def onnx_session(data: bytes, threads: int) -> Any:
     opts.intra_op_num_threads = threads
     opts.inter_op_num_threads = 1
     opts.log_severity_level = 3
+    opts.add_session_config_entry("session.intra_op.allow_spinning", "1" if _ORT_SPINNING else "0")
     return ort.InferenceSession(data, sess_options=opts, providers=["CPUExecutionProvider"])
 
 

@@ -22,6 +22,9 @@ class ServeSettings(BaseModel):
     """uvicorn worker processes (each loads the models; metrics are per worker)."""
     threads: int | None = Field(default=None, ge=1)
     """Intra-op threads of the inference runtime; default torch's setting."""
+    ort_spinning: bool = False
+    """Let ONNX Runtime's intra-op threads spin-wait between runs (lower latency when inference has the cores
+    to itself; off by default: spinning threads take CPU from the event loop and the preprocessing threads)."""
     batching: bool = True
     """Dynamic micro-batching; off: every request runs on its own."""
     max_batch: int = Field(default=32, ge=1, le=1024)

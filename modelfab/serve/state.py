@@ -13,6 +13,7 @@ from typing import Any
 
 import torch
 
+from modelfab.compress.runtimes import set_onnx_spinning
 from modelfab.serve.auth import ANONYMOUS, KeyVerifier, Principal, token_from_headers
 from modelfab.serve.batching import DirectRunner, MicroBatcher
 from modelfab.serve.chat_host import ChatHost, ChatPlan
@@ -93,6 +94,7 @@ class ServeState:
 
     def load(self) -> None:
         """Load and warm every model (runs in the inference thread)."""
+        set_onnx_spinning(self.settings.ort_spinning)
         loaded = load_models(self.store, self.plans, self.settings.threads)
         if self.settings.warmup:
             for lm in loaded:
