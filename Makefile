@@ -7,7 +7,7 @@ PIP := $(PY) -m pip --disable-pip-version-check -q
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml requirements/constraints.txt | sha256sum | cut -c1-12)
 EXTRAS := dev,elpv,vision,text,pretrain,e5,lm,llm,bench,screen,export,serve,ray,compress
 
-.PHONY: install browser demo test lint bench clean
+.PHONY: install browser loadgen demo test lint bench clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -29,6 +29,13 @@ browser:
 	  (apt-get -qq update && DEBIAN_FRONTEND=noninteractive apt-get -qq install -y chromium >/dev/null) || \
 	  echo "note: no Chromium; the console browser tests will skip (install the 'chromium' package)"; }
 
+# bench/serve.py drives its load with wrk (Debian package) when present, else with in-process httpx clients,
+# which share the cores with the server under test.
+loadgen:
+	@command -v wrk >/dev/null 2>&1 || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1 && \
+	  (apt-get -qq update && DEBIAN_FRONTEND=noninteractive apt-get -qq install -y wrk >/dev/null) || \
+	  echo "note: no wrk; bench/serve.py falls back to httpx clients (install the 'wrk' package)"; }
+
 demo: install
 	$(VENV)/bin/modelfab demo
 
@@ -39,13 +46,14 @@ lint: install
 	$(VENV)/bin/ruff check modelfab tests bench
 	$(VENV)/bin/mypy modelfab
 
-bench: install
+bench: install browser loadgen
 	$(PY) bench/store.py
 	$(PY) bench/fewshot.py
 	$(PY) bench/fewshot_text.py
 	$(PY) bench/screen.py
 	$(PY) bench/active.py
 	$(PY) bench/selection.py
+	$(PY) bench/extract.py
 	$(PY) bench/serve.py
 	$(PY) bench/pipeline.py
 	$(PY) bench/llm.py

@@ -238,19 +238,19 @@ def main() -> None:
         f"batched{SUFFIX}": (["--runtime", runtime_b, "--max-batch", "32", "--max-wait-ms", "5", *threads],
                              f"batching + {note_b}"),
     }
-    # Both servers run side by side and the load alternates between them (level by level, REPS
-    # times), so the two arms see the same background load on this shared machine.
-    servers = {arm: Server([MODEL], *args) for arm, (args, _) in arms.items()}
+    # One server at a time (an idle second server still takes memory and background CPU), the arms
+    # alternating rep by rep (arm a, arm b, arm a, arm b), so slow drifts of the machine hit both.
     bodies = multipart_bodies(images, HOME / "serve-bench-bodies") if LOADGEN == "wrk" else None
     raw: dict[tuple[str, int], list[dict[str, Any]]] = {}
     lats: dict[tuple[str, int], list[float]] = {}
-    try:
-        for server in servers.values():
-            server.wait_ready()
-        for _ in range(REPS):
-            for c in LEVELS:
-                for arm, server in servers.items():
-                    url = f"{server.url}/v1/models/{MODEL}:predict"
+    rss: dict[str, float] = {}
+    for _ in range(REPS):
+        for arm, (args, _what) in arms.items():
+            server = Server([MODEL], *args)
+            try:
+                server.wait_ready()
+                url = f"{server.url}/v1/models/{MODEL}:predict"
+                for c in LEVELS:
                     if bodies is not None:
                         res = load_wrk(url, key, bodies, c, SECONDS)
                     else:
@@ -258,12 +258,12 @@ def main() -> None:
                     res["loadavg_1m"] = os.getloadavg()[0]
                     lats.setdefault((arm, c), []).extend(res.pop("latencies", []))
                     raw.setdefault((arm, c), []).append(res)
-        for arm, (args, what) in arms.items():
-            levels = [pooled(raw[(arm, c)], lats[(arm, c)]) for c in LEVELS]
-            results.put(arm, {"what": what, "runtime": args[1], "levels": levels, "rss_mb": servers[arm].rss_mb()})
-    finally:
-        for server in servers.values():
-            server.stop()
+                rss[arm] = server.rss_mb()
+            finally:
+                server.stop()
+    for arm, (args, what) in arms.items():
+        levels = [pooled(raw[(arm, c)], lats[(arm, c)]) for c in LEVELS]
+        results.put(arm, {"what": what, "runtime": args[1], "levels": levels, "rss_mb": rss[arm]})
     if SKIP_MEMORY and "memory" in results.data["cells"]:
         names: list[str] = []
     else:
