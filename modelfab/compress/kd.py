@@ -95,6 +95,7 @@ class KDConfig:
     time_budget_s: float | None = None
     seed: int = 0
     augment: bool = True  # horizontal flips of the student's input
+    freeze_bn: bool = False  # BatchNorm layers stay in eval mode (their statistics fixed) while training
 
 
 def _rebatch(batches: list[Tensor]) -> Tensor:
@@ -130,6 +131,10 @@ def finetune_kd(
         gen = torch.Generator().manual_seed(cfg.seed * 7919 + epoch)
         order = torch.randperm(len(y), generator=gen)
         net.train()
+        if cfg.freeze_bn:
+            for m in net.modules():
+                if isinstance(m, nn.modules.batchnorm._BatchNorm):
+                    m.eval()
         total = 0.0
         starts = range(0, len(y), cfg.batch_size)
         for start in track(starts, len(starts), f"kd epoch {epoch}/{cfg.epochs}"):

@@ -60,6 +60,9 @@ class PruneConfig(BaseModel):
     temperature: float = Field(default=4.0, gt=0)
     alpha: float = Field(default=0.7, ge=0, le=1)
     """Weight of the distillation term (the rest is cross-entropy on the labels)."""
+    bn: Literal["frozen", "train"] = "train"
+    """BatchNorm during fine-tuning: ``frozen`` keeps the teacher's statistics (eval mode, affine parameters
+    still trained), as the L2 tunes do; ``train`` uses batch statistics and updates the running ones."""
     time_budget_s: float | None = Field(default=None, gt=0)
     """Stop fine-tuning after the epoch that passes this many seconds (best weights kept)."""
     max_train: int | None = Field(default=None, ge=1)
@@ -196,7 +199,7 @@ def extract_prune(store: Store, model: Model, cfg: PruneConfig) -> ExtractResult
     net, final = logits_network(teacher)
     macs0, params0 = count(net, size)
     kd = KDConfig(epochs=cfg.finetune_epochs, lr=cfg.lr, batch_size=cfg.batch_size, temperature=cfg.temperature,
-                  alpha=cfg.alpha, time_budget_s=cfg.time_budget_s, seed=cfg.seed)
+                  alpha=cfg.alpha, time_budget_s=cfg.time_budget_s, seed=cfg.seed, freeze_bn=cfg.bn == "frozen")
     grads: list[tuple[Tensor, Tensor, Tensor]] = []
     if cfg.importance == "taylor":
         torch.manual_seed(cfg.seed)

@@ -17,7 +17,7 @@ from pydantic import ValidationError
 import modelfab.compress.prune  # noqa: F401  # registers the extractor
 from modelfab.compress import EXTRACTORS, extract, load_predictor
 from modelfab.compress.data import labelled_split, run_batches, split_metrics
-from modelfab.compress.kd import teacher_data
+from modelfab.compress.kd import KDConfig, finetune_kd, teacher_data
 from modelfab.compress.prune import count, logits_network, prune_channels
 from modelfab.core.errors import ConfigError
 from modelfab.store.models import list_models, model_card
@@ -104,6 +104,24 @@ def test_pruning_keeps_the_network_consistent(st: Store) -> None:
     x = torch.cat(teacher.val.batches)
     with torch.no_grad():
         assert net(x).shape == (len(x), 2)
+
+
+def _bn_stats(net: torch.nn.Module) -> list[torch.Tensor]:
+    return [t.clone() for m in net.modules() if isinstance(m, torch.nn.BatchNorm2d)
+            for t in (m.running_mean, m.running_var) if t is not None]
+
+
+@pytest.mark.parametrize("freeze", [True, False])
+def test_kd_finetuning_freezes_batchnorm_statistics_on_request(st: Store, freeze: bool) -> None:
+    teacher = teacher_data(st, st.get_model("blobs-probe"), max_train=16)
+    net, final = logits_network(teacher)
+    prune_channels(net, final, 64, 0.5)
+    before = _bn_stats(net)
+    weights = [p.detach().clone() for p in net.parameters()]
+    finetune_kd(net, teacher, KDConfig(epochs=1, batch_size=8, freeze_bn=freeze, patience=5))
+    same = [torch.equal(a, b) for a, b in zip(before, _bn_stats(net), strict=True)]
+    assert all(same) if freeze else not any(same)  # frozen: the teacher's statistics, not the batches'
+    assert any(not torch.equal(a, b) for a, b in zip(weights, net.parameters(), strict=True))  # it trained
 
 
 @pytest.mark.parametrize("ratio", [0, 1.2, 0.95, -0.1])
