@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import torch
 
+from modelfab.compress import runtimes
 from modelfab.compress.runtimes import onnx_runner, onnx_session, set_onnx_spinning
 
 
@@ -23,8 +24,12 @@ def graph() -> bytes:
 
 @pytest.fixture
 def restore_spinning() -> Iterator[None]:
-    yield
+    """Start from onnxruntime's default and put back whatever the process had (an in-process server of an
+    earlier test may have turned spinning off)."""
+    before = runtimes._ORT_SPINNING
     set_onnx_spinning(True)
+    yield
+    set_onnx_spinning(before)
 
 
 def spinning_of(session: object) -> str:
