@@ -26,6 +26,8 @@ def serve(
     max_batch: int = typer.Option(32, help="Largest dynamic batch (inputs)."),
     max_wait_ms: float = typer.Option(5.0, help="Longest wait for batch companions, in ms."),
     batching: bool = typer.Option(True, "--batching/--no-batching", help="Dynamic micro-batching."),
+    concurrent_batches: int = typer.Option(1, help="Batches that may run at once (inference threads); "
+                                           "2 with --threads 1 keeps 2 cores busy without intra-op sync."),
     ort_spinning: bool = typer.Option(False, "--ort-spinning/--no-ort-spinning",
                                       help="Let ONNX Runtime threads spin-wait between runs (off: CPU for the rest)."),
     low_confidence: float = typer.Option(0.6, help="Keep predictions below this confidence for review."),
@@ -51,7 +53,8 @@ def serve(
     settings = ServeSettings(
         host=host, port=port, runtime=runtime, workers=workers, threads=threads, batching=batching,  # type: ignore[arg-type]
         ort_spinning=ort_spinning,
-        max_batch=max_batch, max_wait_ms=max_wait_ms, low_confidence=low_confidence,
+        max_batch=max_batch, max_wait_ms=max_wait_ms, concurrent_batches=concurrent_batches,
+        low_confidence=low_confidence,
         max_body_bytes=int(max_body_mb * 1024 * 1024), max_inputs=max_inputs, auth=not no_auth,
         chat_max_tokens=chat_max_tokens, chat_workers=chat_workers,
     )

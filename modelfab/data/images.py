@@ -48,18 +48,25 @@ def inspect_image(path: Path) -> ImageInfo:
         raise DataError(f"{path}: corrupt or truncated image ({exc})") from None
 
 
+def image_pixels(im: Image.Image) -> np.ndarray:
+    """An open image -> uint8 pixels: (H, W) for single-channel images (8-bit grayscale as is,
+    16-bit and 32-bit scaled down), else (H, W, 3) RGB (alpha dropped, palette/CMYK converted)."""
+    if im.mode == "L":
+        return np.asarray(im)
+    if im.mode in ("I;16", "I;16B", "I;16L", "I"):
+        arr = np.asarray(im, dtype=np.float64)
+        top = 65535.0 if im.mode.startswith("I;16") else max(float(arr.max()), 1.0)
+        return np.clip(arr / top * 255.0, 0, 255).astype(np.uint8)
+    if im.mode == "F":
+        arr = np.asarray(im, dtype=np.float64)
+        lo, hi = float(arr.min()), float(arr.max())
+        return ((arr - lo) / max(hi - lo, 1e-12) * 255.0).astype(np.uint8)
+    return np.asarray(im.convert("RGB"))
+
+
 def load_rgb(path: Path | str) -> np.ndarray:
     """Load any supported image as uint8 RGB (H, W, 3): grayscale repeated, alpha dropped,
     16-bit scaled down, CMYK converted."""
     with Image.open(path) as im:
-        if im.mode in ("I;16", "I;16B", "I;16L", "I"):
-            arr = np.asarray(im, dtype=np.float64)
-            top = 65535.0 if im.mode.startswith("I;16") else max(float(arr.max()), 1.0)
-            gray = np.clip(arr / top * 255.0, 0, 255).astype(np.uint8)
-            return np.repeat(gray[:, :, None], 3, axis=2)
-        if im.mode == "F":
-            arr = np.asarray(im, dtype=np.float64)
-            lo, hi = float(arr.min()), float(arr.max())
-            gray = ((arr - lo) / max(hi - lo, 1e-12) * 255.0).astype(np.uint8)
-            return np.repeat(gray[:, :, None], 3, axis=2)
-        return np.asarray(im.convert("RGB"))
+        pixels = image_pixels(im)
+    return np.repeat(pixels[:, :, None], 3, axis=2) if pixels.ndim == 2 else pixels

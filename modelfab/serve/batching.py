@@ -2,7 +2,10 @@
 
 Each submitted input gets a future. The worker takes the first waiting input, then collects more
 until ``max_batch`` inputs or ``max_wait_ms`` have passed, runs the whole batch once (in the
-inference executor, off the event loop) and resolves every future with its own row. When the batch
+inference executor, off the event loop) and resolves every future with its own row. With
+``concurrency`` > 1, up to that many batches run at once (the executor needs as many threads): the
+worker starts collecting the next batch as soon as a slot is free, so a single-threaded runtime can
+keep every core busy without intra-op synchronisation. When the batch
 function raises, every future of that batch gets the exception and the worker goes on; a batch
 function may also return an exception in place of one row to fail only that input.
 """
@@ -40,10 +43,12 @@ class MicroBatcher:
         max_wait_ms: float = 5.0,
         executor: Executor | None = None,
         on_batch: Callable[[int, float], None] | None = None,
+        concurrency: int = 1,
     ) -> None:
-        if max_batch < 1 or max_wait_ms < 0:
-            raise ValueError("max_batch must be >= 1 and max_wait_ms >= 0")
+        if max_batch < 1 or max_wait_ms < 0 or concurrency < 1:
+            raise ValueError("max_batch and concurrency must be >= 1 and max_wait_ms >= 0")
         self.fn = fn
+        self.concurrency = concurrency
         self.max_batch = max_batch
         self.max_wait = max_wait_ms / 1000.0
         self.executor = executor
@@ -108,35 +113,56 @@ class MicroBatcher:
         return batch
 
     async def _worker(self) -> None:
-        loop = asyncio.get_running_loop()
-        while True:
-            batch = await self._collect()
-            live = [(item, fut) for item, fut in batch if not fut.done()]  # cancelled clients drop out
-            if not live:
-                continue
-            started = time.perf_counter()
-            try:
-                rows = await loop.run_in_executor(self.executor, self.fn, [item for item, _ in live])
-                if len(rows) != len(live):
-                    raise RuntimeError(f"batch function returned {len(rows)} rows for {len(live)} inputs")
-            except Exception as exc:
-                for _, fut in live:
-                    if not fut.done():
-                        fut.set_exception(exc)
-            else:
-                for (_, fut), row in zip(live, rows, strict=True):
-                    if fut.done():
-                        continue
-                    if isinstance(row, BaseException):
-                        fut.set_exception(row)
-                    else:
-                        fut.set_result(row)
-            elapsed = time.perf_counter() - started
-            self.stats.batches += 1
-            self.stats.inputs += len(live)
-            self.stats.largest = max(self.stats.largest, len(live))
-            if self.on_batch is not None:
-                self.on_batch(len(live), elapsed)
+        slots = asyncio.Semaphore(self.concurrency)
+        running: set[asyncio.Task[None]] = set()
+        try:
+            while True:
+                await slots.acquire()  # collect only when a batch can start: waiting inputs pile up meanwhile
+                batch = await self._collect()
+                live = [(item, fut) for item, fut in batch if not fut.done()]  # cancelled clients drop out
+                if not live:
+                    slots.release()
+                    continue
+                task = asyncio.get_running_loop().create_task(self._run(live))
+                running.add(task)
+
+                def done(t: asyncio.Task[None]) -> None:
+                    running.discard(t)
+                    slots.release()
+
+                task.add_done_callback(done)
+        finally:
+            for task in running:
+                task.cancel()
+
+    async def _run(self, live: list[tuple[Any, asyncio.Future[Any]]]) -> None:
+        started = time.perf_counter()
+        try:
+            rows = await asyncio.get_running_loop().run_in_executor(self.executor, self.fn, [item for item, _ in live])
+            if len(rows) != len(live):
+                raise RuntimeError(f"batch function returned {len(rows)} rows for {len(live)} inputs")
+        except asyncio.CancelledError:  # the batcher stops: nobody will answer these inputs
+            for _, fut in live:
+                fut.cancel()
+            raise
+        except Exception as exc:
+            for _, fut in live:
+                if not fut.done():
+                    fut.set_exception(exc)
+        else:
+            for (_, fut), row in zip(live, rows, strict=True):
+                if fut.done():
+                    continue
+                if isinstance(row, BaseException):
+                    fut.set_exception(row)
+                else:
+                    fut.set_result(row)
+        elapsed = time.perf_counter() - started
+        self.stats.batches += 1
+        self.stats.inputs += len(live)
+        self.stats.largest = max(self.stats.largest, len(live))
+        if self.on_batch is not None:
+            self.on_batch(len(live), elapsed)
 
 
 class DirectRunner:

@@ -31,6 +31,13 @@ class ServeSettings(BaseModel):
     """Largest batch the batcher forms (inputs, not requests)."""
     max_wait_ms: float = Field(default=5.0, ge=0, le=10_000)
     """Longest an input waits for companions once the batcher has picked it up."""
+    concurrent_batches: int = Field(default=1, ge=1, le=64)
+    """Batches that may run at once (inference threads; per model and in all); with ``threads=1`` two
+    concurrent batches keep two cores busy without intra-op synchronisation."""
+    gc_freeze: bool = True
+    """Once the models are loaded, move every object so far to Python's permanent GC generation
+    (``gc.freeze``): full collections then scan only what requests allocate, not the loaded libraries
+    (measured: one 0.2 s stop of every thread per ~12 s of load without it)."""
     low_confidence: float = Field(default=0.6, ge=0, le=1)
     """Predictions whose top probability is below this are kept for review (0 disables)."""
     max_body_bytes: int = Field(default=10 * 1024 * 1024, ge=1024)

@@ -1,5 +1,7 @@
 """Request inputs -> decoded items: multipart image files, base64 JSON images, JSON texts.
 
+Images are decoded once, completely (a truncated file, or pixel data that fails zlib's check,
+fails here); grayscale images stay single-channel, so preprocessing resizes one plane, not three.
 Every failure is a 4xx with a precise code: undecodable or truncated images and bad base64 are
 ``invalid_input`` (422), an input of the wrong modality ``wrong_modality`` (422), too many inputs
 or too many pixels ``payload_too_large`` (413), another content type ``unsupported_media_type``
@@ -14,14 +16,15 @@ import hashlib
 import io
 import warnings
 from dataclasses import dataclass
-from typing import Any, cast
+from functools import cached_property
+from typing import Any
 
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 from pydantic import ValidationError
 
 from modelfab.core.errors import ModelfabError
-from modelfab.data.images import load_rgb
+from modelfab.data.images import image_pixels
 from modelfab.serve.schemas import PredictRequest
 
 
@@ -40,15 +43,15 @@ class RawInput:
 
     data: bytes  # image file bytes, or UTF-8 text
     modality: str  # image | text
-    item: Any  # (H, W, 3) uint8 array, or str
+    item: Any  # (H, W) or (H, W, 3) uint8 array, or str
 
-    @property
+    @cached_property
     def digest(self) -> str:
         return hashlib.sha256(self.data).hexdigest()
 
 
 def decode_image(data: bytes, max_pixels: int) -> np.ndarray:
-    """Image file bytes -> (H, W, 3) uint8, fully decoded (truncated files fail here)."""
+    """Image file bytes -> uint8 (H, W) grayscale or (H, W, 3) RGB, fully decoded (truncated files fail here)."""
     if not data:
         raise ApiError(422, "invalid_input", "empty image")
     try:
@@ -58,8 +61,8 @@ def decode_image(data: bytes, max_pixels: int) -> np.ndarray:
                 if im.width * im.height > max_pixels:
                     size = f"{im.width}x{im.height}"
                     raise ApiError(413, "payload_too_large", f"image {size} exceeds {max_pixels} pixels")
-                im.verify()
-            return load_rgb(cast(Any, io.BytesIO(data)))
+                im.load()
+                return image_pixels(im)
     except ApiError:
         raise
     except UnidentifiedImageError:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -88,12 +89,23 @@ async def _prep(st: ServeState, fn: Any, *args: Any) -> Any:
     return await asyncio.get_running_loop().run_in_executor(st.prep_executor, fn, *args)
 
 
-async def read_inputs(request: Request, st: ServeState, modality: str) -> list[RawInput]:
+async def read_inputs(request: Request, st: ServeState, modality: str,
+                      prepare: Callable[[Any], Any]) -> tuple[list[RawInput], list[Any]]:
+    """Decode the request's inputs and ``prepare`` each, in one hop to the preprocessing pool."""
     s = st.settings
+
+    def decode_json(body: bytes) -> tuple[list[RawInput], list[Any]]:
+        raws = from_json(body, modality, s.max_inputs, s.max_pixels)
+        return raws, [prepare(r.item) for r in raws]
+
+    def decode_files(files: list[tuple[str, bytes]]) -> tuple[list[RawInput], list[Any]]:
+        raws = from_files(files, modality, s.max_inputs, s.max_pixels)
+        return raws, [prepare(r.item) for r in raws]
+
     ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
     if ctype == "application/json":
         body = await request.body()
-        return await _prep(st, from_json, body, modality, s.max_inputs, s.max_pixels)
+        return await _prep(st, decode_json, body)
     if ctype == "multipart/form-data":
         try:
             form = await request.form(max_files=s.max_inputs + 1, max_fields=s.max_inputs + 16,
@@ -106,7 +118,7 @@ async def read_inputs(request: Request, st: ServeState, modality: str) -> list[R
         await form.close()
         if not files:
             raise ApiError(422, "invalid_input", "no image files in the multipart body (field name: files)")
-        return await _prep(st, from_files, files, modality, s.max_inputs, s.max_pixels)
+        return await _prep(st, decode_files, files)
     raise ApiError(415, "unsupported_media_type",
                    f"content type {ctype or '(none)'}: use application/json or multipart/form-data")
 
@@ -123,8 +135,7 @@ async def predict(name: str, request: Request) -> PredictResponse:
         raise ApiError(403, "forbidden", f"this key may not use model {name!r}")
     started = time.perf_counter()
     plan = served.plan
-    raws = await read_inputs(request, st, plan.modality)
-    prepared = await _prep(st, lambda: [served.loaded.prepare(r.item) for r in raws])
+    raws, prepared = await read_inputs(request, st, plan.modality, served.loaded.prepare)
     rows = await served.runner.submit_many(prepared)
     latency = (time.perf_counter() - started) * 1000
     classes = [str(c) for c in plan.info["classes"]]

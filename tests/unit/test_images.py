@@ -55,3 +55,29 @@ def test_sixteen_bit_scaled(tmp_path: Path) -> None:
     rgb = load_rgb(path)
     assert rgb.max() > 200  # full 16-bit range mapped onto 8 bits, not clipped to 255 everywhere
     assert rgb.min() < 50
+
+
+def test_grayscale_stays_one_plane_and_preprocesses_like_its_rgb_copy(tmp_path: Path) -> None:
+    import io
+
+    import numpy as np
+    import torch
+    from PIL import Image
+
+    from modelfab.serve.inputs import ApiError, decode_image
+    from modelfab.zoo.vision.preprocess import preprocess_images
+
+    gray = np.random.default_rng(0).integers(0, 256, (37, 53), dtype=np.uint8)
+    buf = io.BytesIO()
+    Image.fromarray(gray, mode="L").save(buf, format="PNG")
+    decoded = decode_image(buf.getvalue(), 10_000)
+    assert decoded.shape == (37, 53) and np.array_equal(decoded, gray)  # lossless, one plane
+    mean, std = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+    one = preprocess_images([decoded], 32, mean, std)
+    three = preprocess_images([np.repeat(decoded[:, :, None], 3, axis=2)], 32, mean, std)
+    assert one.shape == three.shape == (1, 3, 32, 32)
+    torch.testing.assert_close(one, three, rtol=0, atol=1e-6)  # resizing one plane then repeating is exact
+    with pytest.raises(ApiError, match="truncated|corrupt"):
+        decode_image(buf.getvalue()[: len(buf.getvalue()) // 2], 10_000)
+    with pytest.raises(ApiError, match="exceeds 1000 pixels"):
+        decode_image(buf.getvalue(), 1_000)

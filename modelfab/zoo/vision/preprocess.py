@@ -68,11 +68,10 @@ def preprocess_images(
     std_t = torch.tensor(std, dtype=torch.float32).view(1, 3, 1, 1)
     out: list[Tensor] = []
     for img in stack_images(items):
-        if img.shape[0] == 1:
-            img = img.expand(3, -1, -1)
-        x = img.unsqueeze(0)  # (1, 3, H, W)
+        x = img.unsqueeze(0)  # (1, C, H, W), C in {1, 3}
         if tuple(x.shape[-2:]) != (size, size):
+            # channels resize independently: a grayscale plane is resized once, then repeated
             x = F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False, antialias=True)
-        out.append(x)
+        out.append(x.expand(1, 3, -1, -1))
     batch = torch.cat(out) / 255.0  # (N, 3, S, S)
     return (batch - mean_t) / std_t

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import time
 from pathlib import Path
 
@@ -31,6 +32,8 @@ def test_text_model_in_process(tmp_path: Path) -> None:
         assert bad.status_code == 422 and bad.json()["error"]["code"] == "wrong_modality"
         assert client.get("/v1/models").json()["models"][0]["modality"] == "text"  # no key needed: auth off
         dep_id = client.get("/v1/models").json()["models"][0]["deployment_id"]
+        assert gc.get_freeze_count() > 0  # gc_freeze: the loaded objects left the collector's scans
+    assert gc.get_freeze_count() == 0  # and came back when the in-process server stopped
     with st.session() as s:
         dep = s.get(Deployment, dep_id)
         assert dep is not None and dep.status == "stopped" and dep.counters["predictions"] == 2

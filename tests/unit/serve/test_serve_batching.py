@@ -108,3 +108,59 @@ def test_direct_runner_runs_each_request_alone() -> None:
 def test_invalid_settings() -> None:
     with pytest.raises(ValueError):
         MicroBatcher(lambda xs: xs, max_batch=0)
+
+
+@pytest.mark.parametrize("concurrency", [1, 2])
+def test_concurrent_batches_overlap_only_when_allowed(concurrency: int) -> None:
+    """Two batches meet at a barrier inside ``fn``: only with two slots can both be running at once."""
+    barrier = threading.Barrier(2, timeout=1.0)
+    running = 0
+    most = 0
+    lock = threading.Lock()
+
+    def fn(items: list[int]) -> list[int]:
+        nonlocal running, most
+        with lock:
+            running += 1
+            most = max(most, running)
+        try:
+            barrier.wait()
+            return [i + 1 for i in items]
+        except threading.BrokenBarrierError:
+            return [-1 for _ in items]
+        finally:
+            with lock:
+                running -= 1
+
+    async def main() -> list[int]:
+        b = MicroBatcher(fn, max_batch=2, max_wait_ms=0, executor=ThreadPoolExecutor(2), concurrency=concurrency)
+        b.start()
+        out = await asyncio.gather(*(b.submit(i) for i in range(4)))
+        await b.stop()
+        return list(out)
+
+    out = asyncio.run(main())
+    if concurrency == 2:
+        assert out == [1, 2, 3, 4] and most == 2  # the batches met at the barrier
+    else:
+        assert most == 1 and -1 in out  # one batch at a time: the first waited alone and broke the barrier
+
+
+def test_stop_cancels_inputs_of_running_batches() -> None:
+    release = threading.Event()
+
+    def fn(items: list[int]) -> list[int]:
+        release.wait(5)
+        return items
+
+    async def main() -> list[BaseException | int]:
+        b = MicroBatcher(fn, max_batch=1, max_wait_ms=0, executor=ThreadPoolExecutor(2), concurrency=2)
+        b.start()
+        tasks = [asyncio.ensure_future(b.submit(i)) for i in range(2)]
+        await asyncio.sleep(0.1)  # both batches are running
+        await b.stop()
+        release.set()
+        return list(await asyncio.gather(*tasks, return_exceptions=True))
+
+    out = asyncio.run(main())
+    assert all(isinstance(o, asyncio.CancelledError) for o in out), out
