@@ -42,6 +42,10 @@ class ResultFile:
 
     def put(self, key: str, value: dict[str, Any]) -> None:
         self.data["cells"][key] = value
+        self.save()
+
+    def save(self) -> None:
+        """Write the whole file (cells and any extra top-level keys) atomically."""
         self.path.parent.mkdir(parents=True, exist_ok=True)
         tmp = self.path.with_suffix(".tmp")
         tmp.write_text(json.dumps(self.data, indent=1, default=str))

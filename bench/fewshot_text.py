@@ -188,6 +188,9 @@ def run_cell(st: Store, arm: str, shots: int, seed: int, args: argparse.Namespac
     p_test = sc.predict_rows(st, data.split("test").rows, "text").numpy()
     out: dict[str, Any] = test_metrics(data, p_test, p_val)
     if method == "lora":
+        out["settings"] = {"epochs_max": cfg.epochs, "max_seconds": cfg.max_seconds, "lr": cfg.lr,
+                           "batch_size": cfg.batch_size, "rank": cfg.lora_rank, "patience": cfg.patience,
+                           "train_items": len(data.split("train").y), "stopped": res.outcome.stopped}
         out["epochs"] = res.outcome.epochs
         out["epoch_seconds"] = res.outcome.seconds / max(res.outcome.epochs, 1)
         out["trainable_fraction"] = res.trained.trainable_fraction
