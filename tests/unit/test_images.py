@@ -77,7 +77,7 @@ def test_grayscale_stays_one_plane_and_preprocesses_like_its_rgb_copy(tmp_path: 
     three = preprocess_images([np.repeat(decoded[:, :, None], 3, axis=2)], 32, mean, std)
     assert one.shape == three.shape == (1, 3, 32, 32)
     torch.testing.assert_close(one, three, rtol=0, atol=1e-6)  # resizing one plane then repeating is exact
-    with pytest.raises(ApiError, match="truncated|corrupt"):
+    with pytest.raises(ApiError, match=r"truncated|corrupt"):
         decode_image(buf.getvalue()[: len(buf.getvalue()) // 2], 10_000)
     with pytest.raises(ApiError, match="exceeds 1000 pixels"):
         decode_image(buf.getvalue(), 1_000)
