@@ -8,6 +8,7 @@ wired in yet (see docs/pretrain.md).
 
 from __future__ import annotations
 
+import gc
 import os
 from dataclasses import dataclass
 
@@ -91,5 +92,13 @@ def barrier(info: DistInfo) -> None:
 
 
 def shutdown(info: DistInfo) -> None:
+    """End a distributed run cleanly: wait for every rank, free unreachable wrappers, then destroy.
+
+    Without the barrier a fast rank tore its gloo pairs down while another still used them, and a
+    DDP reducer collected only at interpreter exit aborted its process (``terminate called without an
+    active exception``, SIGABRT; seen once in CI).
+    """
     if info.enabled and dist.is_initialized():
+        dist.barrier()
+        gc.collect()
         dist.destroy_process_group()

@@ -25,7 +25,7 @@ import yaml
 from safetensors.torch import load_file, save_file
 
 from modelfab.pretrain.config import ModelConfig, MoEConfig, TrainConfig
-from modelfab.pretrain.distributed import DistInfo, set_ep_group, update_router_biases, wrap_ddp
+from modelfab.pretrain.distributed import DistInfo, set_ep_group, shutdown, update_router_biases, wrap_ddp
 from modelfab.pretrain.model import Transformer
 from modelfab.pretrain.moe import MoE
 from modelfab.pretrain.router import switch_loss
@@ -55,7 +55,11 @@ def _worker(rank: int, port: int, out_dir: str) -> None:
     torch.set_num_threads(1)
     dist.init_process_group("gloo", rank=rank, world_size=WORLD)
     info = DistInfo(rank, WORLD)
+    _run(rank, info, out_dir)  # its models and DDP wrappers are released when it returns
+    shutdown(info)  # barrier, collect, destroy: the product's clean end of a distributed run
 
+
+def _run(rank: int, info: DistInfo, out_dir: str) -> None:
     # (1) one MoE layer: local EP-group loss == Switch form with the group's summed counts
     torch.manual_seed(0)
     layer = MoE(16, MoEConfig(n_experts=4, top_k=2, expert_hidden=8, balance="ep_group"))
@@ -96,7 +100,6 @@ def _worker(rank: int, port: int, out_dir: str) -> None:
         Path(out_dir, "result.json").write_text(
             json.dumps({"ep_ok": ep_ok, "ep_differs": ep_differs, "same": same, "losses": losses})
         )
-    dist.destroy_process_group()
 
 
 @pytest.mark.slow

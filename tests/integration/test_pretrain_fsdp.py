@@ -30,7 +30,7 @@ from safetensors.torch import load_file
 from modelfab.pretrain.checkpoint import latest_checkpoint, load_checkpoint
 from modelfab.pretrain.config import ModelConfig, MoEConfig, TrainConfig
 from modelfab.pretrain.data import TokenShards, TokenStream
-from modelfab.pretrain.distributed import DistInfo
+from modelfab.pretrain.distributed import DistInfo, shutdown
 from modelfab.pretrain.export import export_model, load_pretrained
 from modelfab.pretrain.logs import read_jsonl
 from modelfab.pretrain.model import Transformer
@@ -72,6 +72,11 @@ def _worker(rank: int, port: int, root: str) -> None:
     torch.set_num_threads(1)
     dist.init_process_group("gloo", rank=rank, world_size=WORLD)
     info = DistInfo(rank, WORLD)
+    _run(rank, info, root)  # its models and DDP wrappers are released when it returns
+    shutdown(info)  # barrier, collect, destroy: the product's clean end of a distributed run
+
+
+def _run(rank: int, info: DistInfo, root: str) -> None:
     stream = TokenStream(TokenShards(Path(root, "shards")), T, seed=0)
     out = Path(root, "fsdp")
     # micro_batch B per rank: together the ranks read the windows one process reads with 2B
@@ -89,7 +94,6 @@ def _worker(rank: int, port: int, root: str) -> None:
         Path(root, "result.json").write_text(
             json.dumps({"sharded": sharded, "local": local, "total": total, "resumed_from": resumed.resumed_from})
         )
-    dist.destroy_process_group()
 
 
 @pytest.mark.slow
