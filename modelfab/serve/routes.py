@@ -94,18 +94,14 @@ async def read_inputs(request: Request, st: ServeState, modality: str,
     """Decode the request's inputs and ``prepare`` each, in one hop to the preprocessing pool."""
     s = st.settings
 
-    def decode_json(body: bytes) -> tuple[list[RawInput], list[Any]]:
-        raws = from_json(body, modality, s.max_inputs, s.max_pixels)
-        return raws, [prepare(r.item) for r in raws]
-
-    def decode_files(files: list[tuple[str, bytes]]) -> tuple[list[RawInput], list[Any]]:
-        raws = from_files(files, modality, s.max_inputs, s.max_pixels)
+    def decode(parse: Callable[..., list[RawInput]], payload: Any) -> tuple[list[RawInput], list[Any]]:
+        raws = parse(payload, modality, s.max_inputs, s.max_pixels)
         return raws, [prepare(r.item) for r in raws]
 
     ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
     if ctype == "application/json":
         body = await request.body()
-        return await _prep(st, decode_json, body)
+        return await _prep(st, decode, from_json, body)
     if ctype == "multipart/form-data":
         try:
             form = await request.form(max_files=s.max_inputs + 1, max_fields=s.max_inputs + 16,
@@ -118,7 +114,7 @@ async def read_inputs(request: Request, st: ServeState, modality: str,
         await form.close()
         if not files:
             raise ApiError(422, "invalid_input", "no image files in the multipart body (field name: files)")
-        return await _prep(st, decode_files, files)
+        return await _prep(st, decode, from_files, files)
     raise ApiError(415, "unsupported_media_type",
                    f"content type {ctype or '(none)'}: use application/json or multipart/form-data")
 
