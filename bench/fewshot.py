@@ -7,6 +7,8 @@ Arms
   lora-lr3e-4  the lora arm at full fine-tuning's learning rate (3e-4 instead of 1e-3)
   full      L2 from the L0, full fine-tuning, at --train-size pixels
   l1-probe  L2 from an L1 (--l1 MODEL, e.g. from `modelfab adapt`), probe
+  probe-prior  the probe fused with the anomaly prior (`--prior gaussian`): a per-location Gaussian of
+            Lite0's patch features fitted on the unlabeled train pool (labels unused), weighed on val
   scratch   a small CNN trained from scratch on the same labels (the "small industry model")
   auto      `tune --auto`: the strategy pool ranks recipes (it has seen the other arms' runs)
 
@@ -172,7 +174,8 @@ def run_cell(st: Store, arm: str, shots: int, seed: int, args: argparse.Namespac
         out = {**eval_l2(st, res.model.id, data), "recipe": res.best.recipe or ""}
     else:
         base = args.l1 if arm == "l1-probe" else "lite0"
-        method = {"probe": "probe", "l1-probe": "probe", "lora": "lora", "lora-lr3e-4": "lora", "full": "full"}[arm]
+        method = {"probe": "probe", "l1-probe": "probe", "probe-prior": "probe", "lora": "lora",
+                  "lora-lr3e-4": "lora", "full": "full"}[arm]
         cfg = TuneConfig(
             labels=TASK,
             shots=shots,
@@ -182,11 +185,17 @@ def run_cell(st: Store, arm: str, shots: int, seed: int, args: argparse.Namespac
             epochs=8,
             val_max=96,
             lr=1e-3 if arm == "lora" else 3e-4,
+            prior="gaussian" if arm == "probe-prior" else "none",
         )
         res = tune(st, base=base, data="elpv", name=name, cfg=cfg)
         out = eval_l2(st, res.model.id, data)
         if method != "probe":
             out["epoch_seconds"] = res.outcome.seconds / max(res.outcome.epochs, 1)
+        if arm == "probe-prior":
+            prior = res.trained.card["scenario"]["prior"]
+            out.update({"trim": prior["trim"], "weight": prior["weight"], "artifact_bytes": res.artifact_bytes,
+                        "val_auroc_prior_alone": prior["val_auroc_prior_alone"],
+                        "tune_seconds": time.perf_counter() - t0})
     out["seconds"] = time.perf_counter() - t0
     return out
 
@@ -244,8 +253,8 @@ def report(data: dict[str, Any], console: Console, png: Path) -> None:
     arms = sorted(
         {c["arm"] for c in cells},
         key=lambda a: (
-            ["probe", "l1-probe", "lora", "lora-lr3e-4", "full", "auto", "scratch"].index(a)
-            if a in ["probe", "l1-probe", "lora", "lora-lr3e-4", "full", "auto", "scratch"]
+            ["probe", "l1-probe", "probe-prior", "lora", "lora-lr3e-4", "full", "auto", "scratch"].index(a)
+            if a in ["probe", "l1-probe", "probe-prior", "lora", "lora-lr3e-4", "full", "auto", "scratch"]
             else 99
         ),
     )

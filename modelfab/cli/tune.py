@@ -41,6 +41,9 @@ def tune(
     lr: float | None = typer.Option(None, help="Learning rate of the head."),
     image_size: int | None = typer.Option(None, help="Vision input side (lower is faster)."),
     device: str | None = typer.Option(None, help="auto (CUDA when available; default), cpu, cuda or cuda:N."),
+    prior: str | None = typer.Option(
+        None, help="image-defect probe: 'gaussian' adds an anomaly prior fitted on the unlabeled pool (default none)."
+    ),
     config: Path | None = typer.Option(None, help="YAML file of TuneConfig fields (flags override it)."),
     auto: bool = typer.Option(False, "--auto", help="Rank the strategy pool and try the best recipes."),
     budget_s: float = typer.Option(900.0, help="--auto: time budget in seconds."),
@@ -65,6 +68,7 @@ def tune(
         "lr": lr,
         "image_size": image_size,
         "device": device,
+        "prior": prior,
     }
     fields.update({k: v for k, v in flags.items() if v is not None})
     cfg = TuneConfig.model_validate(fields)
@@ -95,6 +99,7 @@ def tune(
         "resumed_from": trained.outcome.resumed_from,
         "stopped": trained.outcome.stopped,
         "trials": trials,
+        "prior": trained.card["scenario"].get("prior"),
     }
     if as_json:
         print_json(info)
@@ -107,6 +112,14 @@ def tune(
             t.add_row(tr.recipe, f"{tr.score:.4f}", f"{tr.seconds:.1f}", str(tr.overrides or ""))
         console.print(t)
     val = ", ".join(f"{k} {v:.4f}" for k, v in trained.val_metrics.items())
+    if info["prior"]:
+        p = info["prior"]
+        alone = p["val_auroc_prior_alone"]
+        console.print(
+            f"anomaly prior: {p['pool_images']} unlabeled pool images, trim {p['trim']:.2f}, probe weight "
+            f"{p['weight']:.1f}, {p['state_bytes'] / 2**20:.1f} MB"
+            + (f"; val AUROC of the prior alone {alone:.4f}" if alone is not None else "")
+        )
     console.print(
         f"registered L2 [bold]{model.name}:{model.version}[/] ({model.id}) from {model.parent_id} "
         f"on {trained.data.ref}: {trained.config.method}, {info['train_items']} train items, "

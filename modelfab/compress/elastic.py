@@ -97,6 +97,9 @@ def build_supernet(teacher_net: nn.Module, cfg: ElasticConfig) -> ElasticLite:
     encoder, head = getattr(scenario, "encoder", None), getattr(scenario, "head", None)
     if not isinstance(encoder, EfficientNetLite) or not isinstance(head, nn.Module):
         raise ConfigError(f"elastic: needs an EfficientNet-Lite L2; this one's backbone is {type(encoder).__name__}")
+    if getattr(scenario, "prior", None) is not None:
+        raise ConfigError("elastic: this L2's anomaly prior reads its frozen base's patch maps, which sub-networks "
+                          "would change; distill it into a smaller student (extract distill) instead")
     return ElasticLite(encoder, head, stages=cfg.stages, depth_drops=cfg.depth_drops, width_ratios=cfg.width_ratios)
 
 

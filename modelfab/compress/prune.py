@@ -113,6 +113,9 @@ def logits_network(teacher: TeacherData) -> tuple[LogitsNet, nn.Linear]:
     source = teacher.net.net  # ProbabilityNet -> ScenarioNet
     if not isinstance(source, ScenarioNet):
         raise ConfigError(f"prune: unsupported network {type(source).__name__}")
+    if source.prior is not None:
+        raise ConfigError("prune: this L2's anomaly prior reads its frozen base's patch maps, which pruning "
+                          "would change; distill it into a smaller student (extract distill) instead")
     scenario = copy.deepcopy(source)  # one memo: the copied _embed is bound to the copied encoder
     encoder, head = scenario.encoder, scenario.head
     embed: Any = scenario._embed

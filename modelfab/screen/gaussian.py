@@ -22,6 +22,16 @@ from modelfab.screen.base import SCORERS, FeatureConfig, Scores
 from modelfab.screen.features import make_projection
 
 
+def mahalanobis(vectors: Tensor, mean: Tensor, inv_cov: Tensor) -> Tensor:
+    """Per-location Mahalanobis distance: (N, L, D) vectors, (L, D) means, (L, D, D) inverses -> (N, L).
+
+    Two plain einsums (no three-operand form), so the same code exports to ONNX.
+    """
+    d = vectors - mean  # (N, L, D)
+    t = torch.einsum("nld,lde->nle", d, inv_cov)  # (N, L, D)
+    return (t * d).sum(-1).clamp_min(0).sqrt()  # (N, L)
+
+
 class GaussianConfig(FeatureConfig):
     """PaDiM-like scorer: block4 + block10 projected to 100 dims by default."""
 
@@ -99,8 +109,7 @@ class GaussianScorer:
             raise DataError("gaussian scorer is not fitted")
         if tuple(features.shape[2:]) != self.grid:
             raise DataError(f"feature grid {tuple(features.shape[2:])} differs from the fitted {self.grid}")
-        d = self._vectors(features) - self.mean  # (N, L, D)
-        m = torch.einsum("nld,lde,nle->nl", d, self.inv_cov, d).clamp_min(0).sqrt()  # (N, L)
+        m = mahalanobis(self._vectors(features), self.mean, self.inv_cov)  # (N, L)
         maps = m.view(len(features), *self.grid)
         return Scores(m.max(1).values, maps)
 

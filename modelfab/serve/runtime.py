@@ -169,7 +169,7 @@ def load_models(store: Store, plans: Sequence[Plan], threads: int | None = None)
         torch.set_num_threads(threads)
     groups: dict[tuple[str, Any], list[Plan]] = defaultdict(list)
     for plan in plans:
-        if plan.method in SHAREABLE_METHODS:
+        if plan.method in SHAREABLE_METHODS and not plan.info.get("prior"):  # a prior needs the patch maps
             groups[(str(plan.info["base"]), plan.info["input_spec"].get("image_size"))].append(plan)
     shared: dict[str, LoadedModel] = {}
     for (base_id, size), members in groups.items():

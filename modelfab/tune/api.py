@@ -4,16 +4,16 @@ from __future__ import annotations
 
 import dataclasses
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, overload
 
 import torch
 from torch import Tensor
 
-from modelfab.core.errors import ConfigError, NotFoundError
+from modelfab.core.errors import ConfigError, DataError, NotFoundError
 from modelfab.evaluate import choose_threshold_for_recall
 from modelfab.store.datasets import ItemRow
 from modelfab.store.runs import finish_run, tracked_run
@@ -26,6 +26,7 @@ from modelfab.tune.heads import TaskHead
 from modelfab.tune.inputs import InputBank
 from modelfab.tune.metafeatures import meta_features
 from modelfab.tune.methods import METHODS, backbone_param_count, trainable_count
+from modelfab.tune.prior import PriorFit, check_layers, fit_prior, pool_rows
 from modelfab.tune.scenario import ScenarioNet
 from modelfab.tune.train import Distillation, TrainOutcome, train_network, train_probe
 from modelfab.zoo.base import Backbone
@@ -252,6 +253,10 @@ def train_l2(
     cfg = cfg.model_copy(update={"task": task, "labels": task_data.view_name})
     torch.manual_seed(cfg.seed)
     method = METHODS.get(cfg.method)
+    if cfg.prior != "none" and (task != "image-defect" or task_data.positive is None):
+        raise ConfigError(f"prior: only image-defect scenario models take an anomaly prior, not {task}")
+    if cfg.prior != "none":
+        check_layers(backbone, cfg.prior_layers)  # fail before any training
     train, val = task_data.split("train"), task_data.splits["val"]
     features = feature_getter(store, backbone, base_model, task_data.modality)
     x_train = features(train.rows)  # (N, D) frozen embeddings: probe input and head initialisation
@@ -259,6 +264,7 @@ def train_l2(
     head = TaskHead(backbone.embed_dim, len(task_data.classes), cfg.head, cfg.hidden)
     head.set_standardisation(x_train)
     net = ScenarioNet(backbone, head)
+    prior_info: dict[str, Any] | None = None
     method.prepare(backbone.module, cfg)
     if teacher is not None and not method.trains_backbone:
         raise ConfigError(f"distillation trains the student's backbone: use full, partial or lora, not {cfg.method}")
@@ -267,6 +273,10 @@ def train_l2(
         outcome = train_probe(head, x_train, train.y, x_val, val.y if len(val) else None, cfg, len(task_data.classes))
         with torch.no_grad():
             val_probs = torch.softmax(head(x_val), 1) if x_val is not None else torch.empty(0, 0)
+        if cfg.prior != "none":
+            fitted = fit_task_prior(store, backbone, head, task_data, cfg, x_val)
+            net, prior_info = ScenarioNet(backbone, head, fitted.prior), fitted.info
+            val_probs = torch.softmax(fitted.val_logits, 1)
     else:
         train_bank = InputBank(backbone, item_inputs(store, train.rows, task_data.modality), cfg.augment)
         val_bank = InputBank(backbone, item_inputs(store, val.rows, task_data.modality))
@@ -296,6 +306,8 @@ def train_l2(
     trainable = trainable_count(backbone.module) if method.trains_backbone else 0
     tensors = {f"head.{k}": v for k, v in head.state_dict().items()}
     tensors.update({f"delta.{k}": v for k, v in method.delta(backbone.module, cfg).items()})
+    if net.prior is not None:
+        tensors.update({f"prior.{k}": v for k, v in net.prior.state_dict().items()})
     card = {
         "scenario": {
             "base": base_model.id,
@@ -309,6 +321,7 @@ def train_l2(
             "head": {"kind": cfg.head, "hidden": cfg.hidden, "dim": backbone.embed_dim},
             "input_spec": backbone.input_spec.to_dict(),
             "config": cfg.model_dump(),
+            "prior": prior_info,
         },
         "training": {
             "epochs": outcome.epochs,
@@ -334,6 +347,55 @@ def train_l2(
         head_params,
         total,
         recipe,
+    )
+
+
+class LazyInputs(Sequence[Any]):
+    """Raw inputs of stored items, read slice by slice (a large pool is never all in memory)."""
+
+    def __init__(self, store: Store, rows: list[ItemRow], modality: str) -> None:
+        self.store, self.rows, self.modality = store, rows, modality
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    @overload
+    def __getitem__(self, index: int) -> Any: ...
+
+    @overload
+    def __getitem__(self, index: slice) -> list[Any]: ...
+
+    def __getitem__(self, index: int | slice) -> Any:
+        if isinstance(index, slice):
+            return item_inputs(self.store, self.rows[index], self.modality)
+        return item_inputs(self.store, [self.rows[index]], self.modality)[0]
+
+
+def fit_task_prior(
+    store: Store, backbone: Backbone, head: TaskHead, data: TaskData, cfg: TuneConfig, x_val: Tensor | None
+) -> PriorFit:
+    """The anomaly prior of an image-defect probe: fitted on the version's unlabeled pool (train split
+    and unsplit items, labels unused), weighed against the probe on the validation split."""
+    val = data.splits.get("val")
+    pos = data.positive
+    if pos is None or val is None or x_val is None or len(val) == 0:
+        raise DataError(f"prior: {data.ref} needs labeled validation items (both scores are weighed there)")
+    with torch.no_grad():
+        logits = head(x_val)  # (V, 2)
+    pool = pool_rows(store.version_items(data.version.id), cfg.prior_max_images, cfg.seed)
+    return fit_prior(
+        backbone,
+        LazyInputs(store, pool, "image"),
+        LazyInputs(store, val.rows, "image"),
+        logits[:, pos] - logits[:, 1 - pos],
+        (val.y == pos).numpy(),
+        positive=pos,
+        layers=cfg.prior_layers,
+        dim=cfg.prior_dim,
+        shrinkage=cfg.prior_shrinkage,
+        trim=cfg.prior_trim,
+        weight=cfg.prior_weight,
+        seed=cfg.seed,
     )
 
 

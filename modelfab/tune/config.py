@@ -65,8 +65,28 @@ class TuneConfig(BaseModel):
     """bf16 autocast for forward passes on CUDA (ignored on the CPU).  Off by default: for the
     zoo's small convnets it was slower than fp32 on an H200 (bench/gpu.py, docs/benchmarks.md)."""
 
+    prior: Literal["none", "gaussian"] = "none"
+    """image-defect with the probe method: add an anomaly prior, a per-location Gaussian of the base's
+    frozen patch features fitted on the unlabeled train pool and fused with the probe (modelfab.tune.prior)."""
+    prior_layers: list[str] = Field(default_factory=lambda: ["block4", "block10", "block14"])
+    """Backbone maps the prior reads (joined at the finest map's grid)."""
+    prior_dim: int = Field(default=64, ge=4, le=512)
+    """Seeded random projection of the joined channels (the stored state is locations x dim^2 floats)."""
+    prior_trim: float | None = Field(default=None, ge=0.0, lt=1.0)
+    """Fraction of the most anomalous pool images dropped before the refit; default: chosen on validation."""
+    prior_weight: float | None = Field(default=None, ge=0.0, le=1.0)
+    """Weight of the probe in the fused score (1 - it goes to the prior); default: chosen on validation."""
+    prior_shrinkage: float = Field(default=0.1, ge=0.0, le=1.0)
+    """Covariance shrinkage towards a scaled identity."""
+    prior_max_images: int = Field(default=2000, ge=8)
+    """At most this many pool images (a seeded subsample beyond it)."""
+
     @model_validator(mode="after")
     def _check(self) -> TuneConfig:
         if self.method == "probe" and self.augment == "strong":
             raise ValueError("augment: probe trains on cached frozen features; augmentation does not apply")
+        if self.prior != "none" and self.method != "probe":
+            raise ValueError(
+                f"prior: the anomaly prior reads the base's frozen features; use method probe, not {self.method}"
+            )
         return self

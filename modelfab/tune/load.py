@@ -18,6 +18,7 @@ from modelfab.store.store import Store
 from modelfab.tune.config import TuneConfig
 from modelfab.tune.heads import TaskHead
 from modelfab.tune.methods import METHODS
+from modelfab.tune.prior import AnomalyPrior
 from modelfab.tune.scenario import ScenarioNet
 from modelfab.zoo.base import Backbone, InputSpec
 from modelfab.zoo.registry import load_registered
@@ -39,7 +40,7 @@ class ScenarioModel:
 
     def predict_rows(self, store: Store, rows: list[ItemRow], modality: str) -> Tensor:
         """(N, C) probabilities of stored items; a probe reuses the base's cached frozen features."""
-        if self.config.method == "probe":
+        if self.config.method == "probe" and self.net.prior is None:
             from modelfab.tune.api import feature_getter
 
             features = feature_getter(store, self.backbone, self.base_model, modality)(rows)
@@ -60,6 +61,23 @@ class ScenarioModel:
                 batch = self.backbone.preprocess(list(inputs[start : start + batch_size]))
                 out.append(torch.softmax(self.net(batch), dim=1))
         return torch.cat(out)
+
+
+def load_prior(info: dict[str, Any], tensors: dict[str, Tensor], ref: str) -> AnomalyPrior | None:
+    """The stored anomaly prior of an L2 (None when it has none)."""
+    spec = info.get("prior")
+    if not spec:
+        return None
+    state = {k[6:]: v for k, v in tensors.items() if k.startswith("prior.")}
+    if not {"proj", "mean", "inv_cov", "fusion"} <= set(state):
+        raise DataError(f"stored prior of {ref!r} is incomplete: has {sorted(state)}")
+    channels, dim = state["proj"].shape
+    prior = AnomalyPrior(spec["layers"], int(spec["smooth"]), int(info["positive"]), channels, dim, len(state["mean"]))
+    try:
+        prior.load_state_dict(state)
+    except RuntimeError as exc:
+        raise DataError(f"stored prior of {ref!r} does not fit: {str(exc).splitlines()[0]}") from None
+    return prior.eval()
 
 
 def load_scenario(store: Store, ref: str) -> ScenarioModel:
@@ -83,7 +101,7 @@ def load_scenario(store: Store, ref: str) -> ScenarioModel:
         head.load_state_dict(head_state)
     except RuntimeError as exc:
         raise DataError(f"stored head of {ref!r} does not fit: {str(exc).splitlines()[0]}") from None
-    net = ScenarioNet(backbone, head).eval()
+    net = ScenarioNet(backbone, head, load_prior(info, tensors, ref)).eval()
     return ScenarioModel(
         model,
         backbone,

@@ -27,34 +27,53 @@ class Recipe:
     name: str
     overrides: dict[str, Any]
     summary: str = ""
+    requires: dict[str, Any] = field(default_factory=dict)
+    """Meta-feature values a dataset must have for this recipe to apply (e.g. two image classes)."""
 
     def config(self, base: TuneConfig) -> TuneConfig:
         return TuneConfig.model_validate({**base.model_dump(), **self.overrides})
+
+    def applies(self, meta: dict[str, Any]) -> bool:
+        return all(meta.get(k) == v for k, v in self.requires.items())
 
 
 STRATEGIES: Catalog[Recipe] = Catalog("strategy")
 
 _RECIPES = [
-    Recipe("probe-linear", {"method": "probe", "head": "linear"}, "logistic regression on cached frozen features"),
-    Recipe("probe-mlp", {"method": "probe", "head": "mlp", "hidden": 256}, "MLP head on cached frozen features"),
+    Recipe(
+        "probe-linear",
+        {"method": "probe", "head": "linear", "prior": "none"},
+        "logistic regression on cached frozen features",
+    ),
+    Recipe(
+        "probe-mlp",
+        {"method": "probe", "head": "mlp", "hidden": 256, "prior": "none"},
+        "MLP head on cached frozen features",
+    ),
+    Recipe(
+        "probe-prior",
+        {"method": "probe", "head": "linear", "prior": "gaussian"},
+        "linear probe fused with an anomaly prior fitted on the unlabeled pool (two-class images)",
+        requires={"modality": "image", "classes": 2},
+    ),
     Recipe(
         "lora-r4",
-        {"method": "lora", "lora_rank": 4, "lr": 1e-3, "epochs": 8, "augment": "light"},
+        {"prior": "none", "method": "lora", "lora_rank": 4, "lr": 1e-3, "epochs": 8, "augment": "light"},
         "LoRA rank 4 on 1x1 convs / linear layers, light augmentation",
     ),
     Recipe(
         "partial-2",
-        {"method": "partial", "partial_blocks": 2, "lr": 1e-3, "epochs": 8, "augment": "light"},
+        {"prior": "none", "method": "partial", "partial_blocks": 2, "lr": 1e-3, "epochs": 8, "augment": "light"},
         "train the last two blocks",
     ),
     Recipe(
         "lora-r8",
-        {"method": "lora", "lora_rank": 8, "lr": 2e-3, "epochs": 10, "augment": "strong"},
+        {"prior": "none", "method": "lora", "lora_rank": 8, "lr": 2e-3, "epochs": 10, "augment": "strong"},
         "LoRA rank 8, strong augmentation",
     ),
     Recipe(
         "full",
-        {"method": "full", "lr": 3e-4, "backbone_lr_scale": 0.3, "epochs": 8, "augment": "light"},
+        {"prior": "none", "method": "full", "lr": 3e-4, "backbone_lr_scale": 0.3, "epochs": 8, "augment": "light"},
         "full fine-tuning, low learning rate",
     ),
 ]
@@ -120,6 +139,8 @@ def rank(store: Store, meta: dict[str, Any], records: list[PoolRecord] | None = 
     target = _vector(meta)
     ranked = []
     for name in DEFAULT_ORDER:
+        if not STRATEGIES.get(name).applies(meta):
+            continue
         mine = [r for r in records if r.recipe == name]
         weights = []
         for r in mine:

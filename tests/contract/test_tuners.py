@@ -10,10 +10,11 @@ import torch
 
 from modelfab.core.catalog import contract_params
 from modelfab.core.errors import ConfigError
+from modelfab.store.models import list_models
 from modelfab.store.store import Store
 from modelfab.tune import METHODS, TuneConfig, load_scenario, tune
 from modelfab.tune.data import item_inputs
-from tests.tune_fixtures import tiny_image_store, tiny_text_store
+from tests.tune_fixtures import tiny_image_store, tiny_text_store, write_blobs
 
 
 @pytest.fixture(scope="module")
@@ -89,3 +90,61 @@ def test_partial_needs_blocks(text_store: Store) -> None:
 def test_unsupported_pair(image_store: Store, text_store: Store, tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="text-classification does not fit image"):
         tune(image_store, base="lite0-64", data="blobs", name="x", cfg=TuneConfig(task="text-classification"))
+
+
+def test_probe_with_anomaly_prior(image_store: Store, tmp_path: Path) -> None:
+    """The prior is fitted on the unlabeled pool, stored with the L2, reloaded to the same predictions,
+    and its fused logits are exactly the documented mix of probe margin and anomaly."""
+    from modelfab.data import import_image_folder
+    from modelfab.data.tasks import TaskView
+
+    # the same kind of blobs, with the defect ('ng', the dark line) as the positive class
+    task = TaskView(type="binary", classes=["ok", "ng"], positive="ng")
+    folder = write_blobs(tmp_path / "b", seed=1)
+    import_image_folder(image_store, folder, "blobs-defect", tasks={"defect": task.model_dump()})
+    cfg = TuneConfig(prior="gaussian", prior_dim=16)
+    res = tune(image_store, base="lite0-64", data="blobs-defect", name="blobs-prior", cfg=cfg)
+    info = res.trained.card["scenario"]["prior"]
+    rows = image_store.version_items("blobs-defect")
+    assert info["pool_images"] == sum(r.split in ("train", None) for r in rows)
+    assert info["dim"] == 16 and 0.0 <= info["weight"] <= 1.0 and info["trim"] in (0.0, 0.1, 0.2, 0.35, 0.5)
+    # blobs' defects are dark lines on smooth cells: the unlabeled prior alone must rank them
+    assert info["val_auroc_prior_alone"] > 0.9, info
+    tensors = image_store.artifacts.get_tensors(res.model.weights_digest or "")
+    assert {"prior.proj", "prior.mean", "prior.inv_cov", "prior.fusion"} <= set(tensors)
+    scenario = load_scenario(image_store, res.model.id)
+    assert scenario.net.prior is not None
+    val = [r for r in rows if r.split == "val"]
+    inputs = item_inputs(image_store, val, "image")
+    probs = scenario.predict_proba(inputs)
+    truth = torch.tensor([scenario.classes.index(r.labels["label"]) for r in val])
+    assert abs(float((probs.argmax(1) == truth).float().mean()) - res.val_metrics["accuracy"]) < 1e-6
+    assert torch.allclose(scenario.predict_rows(image_store, val, "image"), probs, atol=1e-6)
+    # the forward pass is the documented fusion: softmax(defect) = sigmoid(w z(margin) + (1 - w) z(anomaly))
+    prior, pos = scenario.net.prior, scenario.positive
+    assert pos is not None
+    batch = scenario.backbone.preprocess(inputs)
+    with torch.inference_mode():
+        feats = scenario.backbone.features(batch, [*prior.layers, "pooled"])  # type: ignore[attr-defined]
+        logits = scenario.net.head(feats["pooled"])
+        w, mu_m, sd_m, mu_a, sd_a = prior.fusion.tolist()
+        s = w * (logits[:, pos] - logits[:, 1 - pos] - mu_m) / sd_m + (1 - w) * (prior.anomaly(feats) - mu_a) / sd_a
+    assert torch.allclose(probs[:, pos], torch.sigmoid(s), atol=1e-5)
+    # compressions that change the backbone would silently invalidate the prior: refused by name
+    from modelfab.compress import extract
+
+    for extractor, options in (("prune", {}), ("elastic", {"max_latency_ms": 100.0})):
+        with pytest.raises(ConfigError, match=f"{extractor}: this L2's anomaly prior"):
+            extract(image_store, "blobs-prior", extractor, options)
+
+
+def test_prior_refuses_what_it_cannot_do(image_store: Store, text_store: Store) -> None:
+    with pytest.raises(ValueError, match="use method probe, not lora"):
+        TuneConfig(prior="gaussian", method="lora")
+    with pytest.raises(ConfigError, match="only image-defect"):
+        tune(text_store, base="tiny-bert", data="reviews", name="x", cfg=TuneConfig(prior="gaussian"))
+    for bad in ("pooled", "block99"):
+        with pytest.raises(ConfigError, match=f"prior_layers: \\['{bad}'\\] are not spatial maps"):
+            tune(image_store, base="lite0-64", data="blobs", name="x",
+                 cfg=TuneConfig(prior="gaussian", prior_layers=[bad]))
+    assert not [m for m in list_models(image_store) if m.name == "x"]  # nothing registered

@@ -180,3 +180,27 @@ def test_lora_killed_then_resumed(elpv_env: Path) -> None:
     )
     history = json.loads(card.stdout)["card"]["training"]["history"]
     assert history[0]["epoch"] == 1 and len({h["epoch"] for h in history}) == len(history)
+
+
+def test_tune_with_anomaly_prior_evaluate_export(cli, elpv_env: Path) -> None:
+    """`tune --prior gaussian` on real cells: the prior is fitted on the unlabeled train pool, the L2
+    evaluates like any other, and its ONNX export (the serving runtime) passes the parity check."""
+    res = cli(
+        "tune", "--base", "lite0", "--data", "elpv-small", "--labels", "elpv-defect", "--shots", "8",
+        "--image-size", "128", "--prior", "gaussian", "--name", "cell-prior", "--json",
+    )
+    assert res.code == 0, res.err
+    info = json.loads(res.out)
+    assert info["recipe"] == "probe-prior" and info["train_items"] == 16
+    prior = info["prior"]
+    assert prior["pool_images"] > info["train_items"]  # the whole train split, labels unused
+    assert prior["locations"] == 16 * 16 and 0.0 <= prior["weight"] <= 1.0  # block 4 at 128 px: a 16x16 grid
+    ev = cli("evaluate", "cell-prior", "--data", "elpv-small:test", "--json")
+    assert ev.code == 0, ev.err
+    assert 0.5 < json.loads(ev.out)["metrics"]["summary"]["auroc"] <= 1.0
+    exported = cli("export", "cell-prior", "--format", "onnx", "--json")
+    assert exported.code == 0, exported.err
+    assert json.loads(exported.out)["parity"]["status"] == "passed"
+    bad = cli("tune", "--base", "lite0", "--data", "elpv-small", "--method", "lora", "--prior", "gaussian",
+              "--name", "y")
+    assert bad.code != 0 and "use method probe, not lora" in bad.err

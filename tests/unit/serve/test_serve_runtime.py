@@ -66,3 +66,17 @@ def test_single_model_is_not_shared(l2s: tuple[Store, list[str]]) -> None:
     images = item_inputs(st, rows, "image")
     got = alone.infer([alone.prepare(np.asarray(img)) for img in images])
     assert np.allclose(got, load_scenario(st, ids[0]).predict_proba(images).numpy(), atol=1e-5)
+
+
+def test_prior_model_is_served_whole_beside_shared_ones(l2s: tuple[Store, list[str]]) -> None:
+    """An L2 with an anomaly prior needs the patch maps, not just the shared base's embedding."""
+    st, ids = l2s
+    cfg = TuneConfig(prior="gaussian", prior_dim=8, prior_weight=0.5)
+    pid = tune(st, base="lite0-64", data="blobs", name="m-prior", cfg=cfg).model.id
+    loaded = load_models(st, [plan_model(st, i) for i in (ids[1], ids[2], pid)])
+    assert loaded[0].shared_base is not None and loaded[1].shared_base is not None and loaded[2].shared_base is None
+    rows = [r for r in st.version_items("blobs") if r.split == "test"][:4]
+    images = item_inputs(st, rows, "image")
+    got = loaded[2].infer([loaded[2].prepare(np.asarray(img)) for img in images])
+    want = load_scenario(st, pid).predict_proba(images).numpy()
+    assert np.allclose(got, want, atol=1e-5), np.abs(got - want).max()

@@ -124,9 +124,10 @@ def _record(store: Store, recipe: str, score: float, meta: dict[str, float | str
     finish_run(store, run.id, metrics={"recipe": recipe, "score": score, "meta": meta, "data": "past@1"})
 
 
-def _meta(labels: float, modality: str = "image") -> dict[str, float | str]:
+def _meta(labels: float, modality: str = "image", classes: int = 2) -> dict[str, float | str]:
     return {
         "modality": modality,
+        "classes": classes,
         "log_classes": 0.69,
         "log_labels_per_class": labels,
         "imbalance": 1.0,
@@ -150,7 +151,10 @@ def test_ranking_changes_with_recorded_outcomes(store: Store) -> None:
     far = rank(store, _meta(6.0))
     assert far[0].recipe == "probe-linear"
     other_modality = rank(store, _meta(2.3, modality="text"))
-    assert [r.recipe for r in other_modality] == DEFAULT_ORDER
+    # the anomaly-prior recipe applies to two-class images only
+    assert [r.recipe for r in other_modality] == [r for r in DEFAULT_ORDER if r != "probe-prior"]
+    three_classes = rank(store, _meta(2.3, classes=3))
+    assert "probe-prior" in DEFAULT_ORDER and "probe-prior" not in [r.recipe for r in three_classes]
 
 
 def test_auto_needs_a_recipe(store: Store) -> None:
