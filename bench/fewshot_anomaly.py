@@ -150,7 +150,10 @@ def metrics(full: TaskData, s: dict[str, np.ndarray]) -> dict[str, float]:
     """Test AUROC / AP / recall at precision 0.9 (threshold from validation) of a binary score."""
     pos = full.positive if full.positive is not None else 1
     y_val, y_te = full.split("val").y.numpy(), full.split("test").y.numpy()
-    sig = {k: 1 / (1 + np.exp(-np.clip(v, -50, 50))) for k, v in s.items()}
+    # standardise by validation statistics first: raw Mahalanobis distances (40-120) would saturate the
+    # sigmoid into ties; a monotone map keeps AUROC, AP and the threshold's rank
+    mu, sd = float(np.mean(s["val"])), float(np.std(s["val"]) or 1.0)
+    sig = {k: 1 / (1 + np.exp(-np.clip((v - mu) / sd, -50, 50))) for k, v in s.items()}
     thr = choose_threshold_for_precision(y_val == pos, sig["val"], 0.9, strict=False)
     probs = np.stack([1 - sig["test"], sig["test"]], 1) if pos == 1 else np.stack([sig["test"], 1 - sig["test"]], 1)
     met = compute_metrics(y_te, probs, full.classes, positive=pos, precision_thresholds={0.9: thr})
