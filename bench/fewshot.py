@@ -6,6 +6,7 @@ Arms
   lora      L2 from the L0 with PEFT LoRA rank 4 (1x1 convs), at --train-size pixels
   lora-lr3e-4  the lora arm at full fine-tuning's learning rate (3e-4 instead of 1e-3)
   full      L2 from the L0, full fine-tuning, at --train-size pixels
+  lora-lpft, full-lpft  the same with `head_init: probe` (the head starts from the frozen-feature probe)
   l1-probe  L2 from an L1 (--l1 MODEL, e.g. from `modelfab adapt`), probe
   probe-prior  the probe fused with the anomaly prior (`--prior gaussian`): a per-location Gaussian of
             Lite0's patch features fitted on the unlabeled train pool (labels unused), weighed on val
@@ -175,7 +176,7 @@ def run_cell(st: Store, arm: str, shots: int, seed: int, args: argparse.Namespac
     else:
         base = args.l1 if arm == "l1-probe" else "lite0"
         method = {"probe": "probe", "l1-probe": "probe", "probe-prior": "probe", "lora": "lora",
-                  "lora-lr3e-4": "lora", "full": "full"}[arm]
+                  "lora-lr3e-4": "lora", "full": "full", "lora-lpft": "lora", "full-lpft": "full"}[arm]
         cfg = TuneConfig(
             labels=TASK,
             shots=shots,
@@ -184,7 +185,8 @@ def run_cell(st: Store, arm: str, shots: int, seed: int, args: argparse.Namespac
             image_size=None if method == "probe" else args.train_size,
             epochs=8,
             val_max=96,
-            lr=1e-3 if arm == "lora" else 3e-4,
+            lr=1e-3 if arm in ("lora", "lora-lpft") else 3e-4,
+            head_init="probe" if arm.endswith("-lpft") else "random",
             prior="gaussian" if arm == "probe-prior" else "none",
         )
         res = tune(st, base=base, data="elpv", name=name, cfg=cfg)
@@ -248,16 +250,13 @@ def main() -> int:
     return 0
 
 
+ARM_ORDER = ["probe", "l1-probe", "probe-prior", "lora", "lora-lr3e-4", "lora-lpft", "full", "full-lpft", "auto",
+             "scratch"]
+
+
 def report(data: dict[str, Any], console: Console, png: Path) -> None:
     cells = list(data["cells"].values())
-    arms = sorted(
-        {c["arm"] for c in cells},
-        key=lambda a: (
-            ["probe", "l1-probe", "probe-prior", "lora", "lora-lr3e-4", "full", "auto", "scratch"].index(a)
-            if a in ["probe", "l1-probe", "probe-prior", "lora", "lora-lr3e-4", "full", "auto", "scratch"]
-            else 99
-        ),
-    )
+    arms = sorted({c["arm"] for c in cells}, key=lambda a: ARM_ORDER.index(a) if a in ARM_ORDER else 99)
     title = f"few-shot {data['task']} (test split, split {data['split_hash']}): mean ± 95% CI over seeds"
     table, curves = fewshot_table(cells, arms, title)
     console.print(table)

@@ -282,6 +282,10 @@ def train_l2(
         val_bank = InputBank(backbone, item_inputs(store, val.rows, task_data.modality))
         val_list = val_bank.batches(val.y)
         stop_list = early_stopping_batches(val_list, cfg.val_max, cfg.seed)
+        if cfg.head_init == "probe":  # LP-FT: the head starts where the probe on frozen features ends
+            x_val_lp = features(val.rows) if len(val) else None
+            lp_cfg = cfg.model_copy(update={"epochs": TuneConfig().epochs})
+            train_probe(head, x_train, train.y, x_val_lp, val.y if len(val) else None, lp_cfg, len(task_data.classes))
         outcome = train_network(
             net,
             backbone.module,

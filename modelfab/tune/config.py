@@ -47,6 +47,9 @@ class TuneConfig(BaseModel):
     """partial: train the last k blocks of the backbone (and what follows them)."""
     image_size: int | None = Field(default=None, ge=32, le=1024)
     """Vision input side; default the base's native size (lower it to go faster)."""
+    head_init: Literal["random", "probe"] = "random"
+    """lora/partial/full: start the task head at random, or from the probe fitted on the frozen features
+    first (linear probing, then fine-tuning: the backbone is not pulled by a random head early on)."""
     augment: Literal["none", "light", "strong"] = "light"
     """Augmentation policy for trained backbones (flips, brightness/contrast, noise)."""
     class_weight: Literal["balanced", "none"] = "balanced"

@@ -148,3 +148,17 @@ def test_prior_refuses_what_it_cannot_do(image_store: Store, text_store: Store) 
             tune(image_store, base="lite0-64", data="blobs", name="x",
                  cfg=TuneConfig(prior="gaussian", prior_layers=[bad]))
     assert not [m for m in list_models(image_store) if m.name == "x"]  # nothing registered
+
+
+def test_lp_ft_starts_the_head_from_the_probe(image_store: Store) -> None:
+    """head_init: probe (linear probing, then fine-tuning): with a negligible learning rate the tuned
+    head stays the probe's head; from a random start it does not."""
+    probe = tune(image_store, base="lite0-64", data="blobs", name="lp-probe", cfg=TuneConfig(method="probe"))
+    heads = {}
+    for init in ("probe", "random"):
+        cfg = TuneConfig(method="lora", head_init=init, lr=1e-9, epochs=1, batch_size=8, augment="none")
+        heads[init] = tune(image_store, base="lite0-64", data="blobs", name=f"lp-{init}", cfg=cfg).trained.tensors
+    want = probe.trained.tensors
+    weight = [k for k in want if k.startswith("head.net.")]
+    assert weight and all(torch.allclose(heads["probe"][k], want[k], atol=1e-5) for k in weight)
+    assert not all(torch.allclose(heads["random"][k], want[k], atol=1e-3) for k in weight)
