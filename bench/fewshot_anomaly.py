@@ -39,8 +39,8 @@ from rich.progress import track
 sys.path.insert(0, str(Path(__file__).parent))
 from common import ResultFile, fewshot_table, mean_ci, plot_curves
 from fewshot_features import ARMS as PROBE_ARMS
-from fewshot_features import C_GRID, matrix
 from fewshot_features import features as pooled_features
+from fewshot_features import fit_probe, matrix
 
 from modelfab.core.config import Settings
 from modelfab.evaluate import choose_threshold_for_precision, compute_metrics
@@ -113,26 +113,13 @@ def auroc(y: np.ndarray, s: np.ndarray) -> float:
 
 def probe_scores(full: TaskData, shot: TaskData, feats: dict[str, dict[str, torch.Tensor]]) -> dict[str, np.ndarray]:
     """The frozen-feature probe's decision values on val and test (C by validation log-loss)."""
-    from sklearn.linear_model import LogisticRegression
-    from sklearn.metrics import log_loss
-    from sklearn.preprocessing import StandardScaler
-
     spec = PROBE_ARMS[PROBE]
     where = {r.key: i for i, r in enumerate(full.split("train").rows)}
     x_tr = matrix(feats["train"], spec, [where[r.key] for r in shot.split("train").rows])
-    y_tr = shot.split("train").y.numpy()
     x_val, x_te = matrix(feats["val"], spec, None), matrix(feats["test"], spec, None)
-    y_val = full.split("val").y.numpy()
-    scaler = StandardScaler().fit(x_tr)
-    best: tuple[float, Any] | None = None
-    for c in C_GRID:
-        m = LogisticRegression(C=c, class_weight="balanced", max_iter=3000).fit(scaler.transform(x_tr), y_tr)
-        loss = log_loss(y_val, m.predict_proba(scaler.transform(x_val)), labels=[0, 1])
-        if best is None or loss < best[0]:
-            best = (loss, m)
-    assert best is not None
-    return {"val": best[1].decision_function(scaler.transform(x_val)),
-            "test": best[1].decision_function(scaler.transform(x_te))}
+    model, scaler = fit_probe(x_tr, shot.split("train").y.numpy(), x_val, full.split("val").y.numpy())
+    return {"val": model.decision_function(scaler.transform(x_val)),
+            "test": model.decision_function(scaler.transform(x_te))}
 
 
 def fuse(a: dict[str, np.ndarray], b: dict[str, np.ndarray], y_val: np.ndarray) -> tuple[dict[str, np.ndarray], float]:

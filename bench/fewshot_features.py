@@ -102,18 +102,13 @@ def matrix(feats: dict[str, torch.Tensor], spec: list[tuple[str, tuple[str, ...]
     return x if index is None else x[index]
 
 
-def cell(full: TaskData, shot: TaskData, feats: dict[str, dict[str, torch.Tensor]],
-         spec: list[tuple[str, tuple[str, ...]]]) -> dict[str, float]:
+def fit_probe(x_tr: Any, y_tr: Any, x_val: Any, y_val: Any) -> tuple[Any, Any]:
+    """Balanced logistic regression on features standardised on the train set, C by validation
+    log-loss: (model, scaler)."""
     from sklearn.linear_model import LogisticRegression
     from sklearn.metrics import log_loss
     from sklearn.preprocessing import StandardScaler
 
-    pos = full.positive if full.positive is not None else 1
-    where = {r.key: i for i, r in enumerate(full.split("train").rows)}
-    x_tr = matrix(feats["train"], spec, [where[r.key] for r in shot.split("train").rows])
-    y_tr = shot.split("train").y.numpy()
-    x_val, y_val = matrix(feats["val"], spec, None), full.split("val").y.numpy()
-    x_te, y_te = matrix(feats["test"], spec, None), full.split("test").y.numpy()
     scaler = StandardScaler().fit(x_tr)
     best: tuple[float, Any] | None = None
     for c in C_GRID:
@@ -122,12 +117,24 @@ def cell(full: TaskData, shot: TaskData, feats: dict[str, dict[str, torch.Tensor
         if best is None or loss < best[0]:
             best = (loss, m)
     assert best is not None
-    p_val = best[1].predict_proba(scaler.transform(x_val))
-    p_te = best[1].predict_proba(scaler.transform(x_te))
+    return best[1], scaler
+
+
+def cell(full: TaskData, shot: TaskData, feats: dict[str, dict[str, torch.Tensor]],
+         spec: list[tuple[str, tuple[str, ...]]]) -> dict[str, float]:
+    pos = full.positive if full.positive is not None else 1
+    where = {r.key: i for i, r in enumerate(full.split("train").rows)}
+    x_tr = matrix(feats["train"], spec, [where[r.key] for r in shot.split("train").rows])
+    y_tr = shot.split("train").y.numpy()
+    x_val, y_val = matrix(feats["val"], spec, None), full.split("val").y.numpy()
+    x_te, y_te = matrix(feats["test"], spec, None), full.split("test").y.numpy()
+    model, scaler = fit_probe(x_tr, y_tr, x_val, y_val)
+    p_val = model.predict_proba(scaler.transform(x_val))
+    p_te = model.predict_proba(scaler.transform(x_te))
     thr = choose_threshold_for_precision(y_val == pos, p_val[:, pos], 0.9, strict=False)
     met = compute_metrics(y_te, p_te, full.classes, positive=pos, precision_thresholds={0.9: thr})
     return {"auroc": float(met.auroc or 0.0), "ap": float(met.ap or 0.0),
-            "recall@p0.9": float(met.recall_at_precision[0].achieved.recall), "C": float(best[1].C),
+            "recall@p0.9": float(met.recall_at_precision[0].achieved.recall), "C": float(model.C),
             "dims": int(x_tr.shape[1])}
 
 
