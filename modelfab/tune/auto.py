@@ -93,7 +93,9 @@ def auto_tune(
         def objective(trial: optuna.Trial) -> float:
             overrides = _optuna_space(trial, winner.config)
             trial_cfg = TuneConfig.model_validate({**winner.config.model_dump(), **overrides})
-            recipe = winner.recipe if trial_cfg.head == winner.config.head else "probe-mlp"
+            # an MLP-head refinement counts as probe-mlp, unless it carries the prior (no such recipe)
+            mlp = "probe-mlp" if trial_cfg.prior == "none" else None
+            recipe = winner.recipe if trial_cfg.head == winner.config.head else mlp
             return attempt(recipe or trial_cfg.method, trial_cfg, overrides).score
 
         study.optimize(objective, n_trials=optuna_trials, timeout=left)
