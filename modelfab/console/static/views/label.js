@@ -91,15 +91,19 @@ export async function labelView(main, [dsArg, verArg], session) {
   const field = h("input", { id: "lab-field", value: "label", size: 12 });
   const classes = h("input", { id: "lab-classes", size: 30, placeholder: "ok, ng" });
   const start = h("button", { id: "lab-start", type: "submit" }, "Start labeling");
-  let detail = null;
+  let asked = 0; // answers to an older selection are dropped (a slow first load must not win)
   const refreshClasses = async () => {
     if (!ver.value) return;
-    detail = await api(`/datasets/${enc(ds.value)}/versions/${ver.value}`);
+    const mine = ++asked;
+    const detail = await api(`/datasets/${enc(ds.value)}/versions/${ver.value}`);
+    if (mine !== asked) return;
     classes.value = suggestClasses(detail, field.value.trim()).join(", ");
   };
   const loadVersions = async () => {
     if (!ds.value) return;
-    const { versions } = await api(`/datasets/${enc(ds.value)}/versions`);
+    const wanted = ds.value;
+    const { versions } = await api(`/datasets/${enc(wanted)}/versions`);
+    if (ds.value !== wanted) return;
     ver.replaceChildren(...[...versions].reverse().map((x) => h("option", { value: x.version, selected: String(x.version) === verArg },
       `${x.ref} (${x.items} items) ${x.message.slice(0, 40)}`)));
     await refreshClasses();
@@ -119,6 +123,8 @@ export async function labelView(main, [dsArg, verArg], session) {
     if (!list.length) return showError({ message: "give at least one class" });
     if (list.length > 9) return showError({ message: "at most 9 classes (keys 1-9)" });
     const f = field.value.trim();
+    // the version selected now (not whichever answer arrived last) is the one labels are saved to
+    const detail = await api(`/datasets/${enc(ds.value)}/versions/${ver.value}`);
     const page = await api(`/datasets/${enc(ds.value)}/versions/${ver.value}/items?unlabeled=${enc(f)}&limit=1000`);
     stop = labeler(main, detail, f, list, page.items);
   });
