@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections import Counter
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
 from rich.panel import Panel
@@ -11,8 +12,10 @@ from rich.table import Table
 from rich.text import Text
 
 from modelfab.cli.common import JSON_HELP, console, err_console, print_json, store
-from modelfab.llm.templates import Validation, preview, render_dataset
 from modelfab.store.datasets import version_items
+
+if TYPE_CHECKING:
+    from modelfab.llm.templates import Validation
 
 app = typer.Typer(help="Prompt templates: preview rendered samples, render SFT datasets.", no_args_is_help=True)
 
@@ -43,6 +46,8 @@ def preview_cmd(
     as_json: bool = typer.Option(False, "--json", help=JSON_HELP),
 ) -> None:
     """Show the first N rendered samples and every validation problem (writes nothing)."""
+    from modelfab.llm.templates import preview  # jinja2: the llm extra
+
     check = preview(store(), template, rows=rows, docs=docs, model=model, max_tokens=max_tokens)
     shown = check.samples[: max(n, 0)]
     if as_json:
@@ -74,6 +79,8 @@ def render_cmd(
 ) -> None:
     """Render every row into an SFT dataset version; any invalid row aborts unless --skip-invalid."""
     st = store()
+    from modelfab.llm.templates import render_dataset  # jinja2: the llm extra
+
     result, check = render_dataset(st, template, model=model, name=name, rows=rows, docs=docs,
                                    max_tokens=max_tokens, skip_invalid=skip_invalid, seed=seed)
     tokens = [s.tokens for s in check.samples]

@@ -44,6 +44,9 @@ def tune(
     prior: str | None = typer.Option(
         None, help="image-defect probe: 'gaussian' adds an anomaly prior fitted on the unlabeled pool (default none)."
     ),
+    head_init: str | None = typer.Option(
+        None, help="lora/partial/full: 'probe' starts the head from the frozen-feature probe (LP-FT; default random)."
+    ),
     config: Path | None = typer.Option(None, help="YAML file of TuneConfig fields (flags override it)."),
     auto: bool = typer.Option(False, "--auto", help="Rank the strategy pool and try the best recipes."),
     budget_s: float = typer.Option(900.0, help="--auto: time budget in seconds."),
@@ -69,6 +72,7 @@ def tune(
         "image_size": image_size,
         "device": device,
         "prior": prior,
+        "head_init": head_init,
     }
     fields.update({k: v for k, v in flags.items() if v is not None})
     cfg = TuneConfig.model_validate(fields)

@@ -26,18 +26,22 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import jinja2
 import yaml
-from jinja2 import StrictUndefined, meta
-from jinja2.sandbox import SandboxedEnvironment
 
-from modelfab.core.errors import ConfigError, DataError
+from modelfab.core.errors import ConfigError, DataError, MissingExtraError
 from modelfab.data.importers import _read_rows
 from modelfab.data.result import ImportResult
 from modelfab.llm.formats import SFT_MODALITY, SFT_TASKS, chat_text, keyed_splits, sft_item
 from modelfab.llm.models import Message, render_chat
 from modelfab.store.datasets import VersionSpec, create_version
 from modelfab.store.runs import finish_run, tracked_run
+
+try:
+    import jinja2
+    from jinja2 import StrictUndefined, meta
+    from jinja2.sandbox import SandboxedEnvironment
+except ImportError:  # the llm extra
+    raise MissingExtraError("jinja2", "llm") from None
 
 if TYPE_CHECKING:
     from modelfab.store.store import Store

@@ -7,15 +7,15 @@ the mean distance to the ``k`` nearest of them (faiss ``IndexFlatL2``).  No anom
 from __future__ import annotations
 
 from collections.abc import Iterable
-from typing import Literal
+from typing import Any, Literal
 
-import faiss
 import numpy as np
 import torch
 import torch.nn.functional as F
 from pydantic import Field
 from torch import Tensor
 
+from modelfab.core import optional
 from modelfab.core.errors import DataError
 from modelfab.screen.base import SCORERS, FeatureConfig, Scores
 
@@ -43,7 +43,7 @@ class EmbeddingKnnScorer:
         self.config: EmbeddingKnnConfig = cfg
         self.bank: Tensor | None = None  # (N, D)
         self.info: dict[str, object] = {}
-        self._index: faiss.IndexFlatL2 | None = None
+        self._index: Any = None  # faiss.IndexFlatL2, built on first score
 
     def _prep(self, x: Tensor) -> Tensor:
         if x.ndim != 2:
@@ -69,7 +69,7 @@ class EmbeddingKnnScorer:
         if self.bank is None:
             raise DataError("embedding-knn scorer is not fitted")
         if self._index is None:
-            self._index = faiss.IndexFlatL2(self.bank.shape[1])
+            self._index = optional.faiss().IndexFlatL2(self.bank.shape[1])
             self._index.add(np.ascontiguousarray(self.bank.numpy()))
         k = min(self.config.k, len(self.bank))
         dist, _ = self._index.search(np.ascontiguousarray(self._prep(features).numpy()), k)

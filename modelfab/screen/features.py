@@ -12,6 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from modelfab.core.devices import module_device, placed
 from modelfab.core.errors import ConfigError, DataError
 from modelfab.core.progress import track
 from modelfab.screen.base import FeatureConfig
@@ -71,19 +72,28 @@ class FeatureExtractor:
         self.image_size = int(backbone.input_spec.image_size or 224)
 
     def __call__(self, images: Sequence[Any]) -> Tensor:
-        """One batch of images (arrays, paths, PIL) -> (N, C, H, W) maps or (N, D) embeddings."""
+        """One batch of images (arrays, paths, PIL) -> (N, C, H, W) maps or (N, D) embeddings, on the
+        device the backbone is on."""
         if len(images) == 0:
             raise DataError("no images to score")
         self.backbone.module.eval()
         with torch.inference_mode():
             batch = self.backbone.preprocess(list(images))  # (N, 3, S, S)
-            feats = self.backbone.features(batch, self.cfg.layers)
+            feats = self.backbone.features(batch.to(module_device(self.backbone.module)), self.cfg.layers)
             if self.kind == "patch":
                 return join_maps(feats, self.cfg.layers, self.cfg.smooth)
             return pool_features(feats, self.cfg.layers)
 
-    def batches(self, images: Sequence[Any], batch_size: int = 16, description: str = "features") -> Iterator[Tensor]:
-        """Features of ``images`` batch by batch, with a progress line."""
+    def batches(
+        self,
+        images: Sequence[Any],
+        batch_size: int = 16,
+        description: str = "features",
+        device: torch.device | None = None,
+    ) -> Iterator[Tensor]:
+        """Features of ``images`` batch by batch, with a progress line; with ``device``, the backbone
+        runs there for the loop (and goes back afterwards), and so do the yielded tensors."""
         starts = range(0, len(images), batch_size)
-        for start in track(starts, len(starts), description):
-            yield self(images[start : start + batch_size])
+        with placed(self.backbone.module, device or module_device(self.backbone.module)):
+            for start in track(starts, len(starts), description):
+                yield self(images[start : start + batch_size])

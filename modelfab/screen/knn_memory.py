@@ -9,14 +9,14 @@ anomaly; the image score is the largest patch score, the map is the patch grid.
 from __future__ import annotations
 
 from collections.abc import Iterable
-from typing import Literal
+from typing import Any, Literal
 
-import faiss
 import numpy as np
 import torch
 from pydantic import Field
 from torch import Tensor
 
+from modelfab.core import optional
 from modelfab.core.errors import DataError
 from modelfab.screen.base import SCORERS, FeatureConfig, Scores
 from modelfab.screen.coreset import BYTES_PER_VALUE, PatchBank
@@ -52,7 +52,7 @@ class KnnMemoryScorer:
         self.bank: Tensor | None = None  # (K, D)
         self.proj: Tensor | None = None  # (C, D) when proj_dim is set
         self.info: dict[str, object] = {}
-        self._index: faiss.IndexFlatL2 | None = None
+        self._index: Any = None  # faiss.IndexFlatL2, built on first score
 
     def _project(self, patches: Tensor) -> Tensor:
         return patches @ self.proj if self.proj is not None else patches
@@ -86,7 +86,7 @@ class KnnMemoryScorer:
         if self.bank is None:
             raise DataError("knn-memory scorer is not fitted")
         if self._index is None:
-            self._index = faiss.IndexFlatL2(self.bank.shape[1])
+            self._index = optional.faiss().IndexFlatL2(self.bank.shape[1])
             self._index.add(np.ascontiguousarray(self.bank.numpy(), dtype=np.float32))
         k = min(self.config.k, len(self.bank))
         dist, _ = self._index.search(np.ascontiguousarray(queries.numpy(), dtype=np.float32), k)

@@ -17,6 +17,7 @@ from typing import Literal
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
+from modelfab.core import optional
 from modelfab.core.errors import DataError
 from modelfab.screen.kcenter import unit_rows
 from modelfab.screen.probe import out_of_sample_probabilities
@@ -136,8 +137,7 @@ def find_duplicates(hashes: list[str], x: np.ndarray | None, cfg: QualityConfig)
     out = [DuplicateGroup(sorted(g), "exact", 1.0) for g in by_hash.values() if len(g) > 1]
     if x is None or len(x) < 2:
         return out
-    import faiss
-
+    faiss = optional.faiss()
     z = unit_rows(x - x.mean(axis=0, keepdims=True))  # (N, D) centred unit rows: inner product = cosine
     index = faiss.IndexFlatIP(z.shape[1])
     index.add(z)

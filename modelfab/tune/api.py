@@ -13,6 +13,7 @@ from typing import Any, overload
 import torch
 from torch import Tensor
 
+from modelfab.core.devices import resolve_device
 from modelfab.core.errors import ConfigError, DataError, NotFoundError
 from modelfab.evaluate import choose_threshold_for_recall
 from modelfab.store.datasets import ItemRow
@@ -203,12 +204,14 @@ def recorded_run(store: Store, cfg: TuneConfig, base: str, data: str, recipe: st
 
 
 def feature_getter(
-    store: Store, backbone: Backbone, base_model: Model, modality: str
+    store: Store, backbone: Backbone, base_model: Model, modality: str, device: str = "cpu"
 ) -> Callable[[list[ItemRow]], Tensor]:
-    """rows -> (N, D) frozen embeddings of the base, through the feature cache."""
+    """rows -> (N, D) frozen embeddings of the base, through the feature cache; missing ones are
+    computed on ``device`` (``auto``: CUDA when there is one)."""
     cache = FeatureCache(
         store.settings.home / "cache" / "features", cache_key(base_model.weights_digest or "", backbone)
     )
+    where = resolve_device(device)
 
     def features(rows: list[ItemRow]) -> Tensor:
         return cache.embeddings(
@@ -216,6 +219,7 @@ def feature_getter(
             [r.content_hash for r in rows],
             lambda idx: item_inputs(store, [rows[i] for i in idx], modality),
             description=f"features {base_model.name}",
+            device=where,
         )
 
     return features
@@ -226,7 +230,7 @@ def dataset_meta(store: Store, base: str, data: str, cfg: TuneConfig, ground_tru
     backbone, base_model = load_base(store, base, cfg.image_size)
     task_data = load_task_data(store, data, cfg.labels, shots=cfg.shots, seed=cfg.seed, ground_truth=ground_truth)
     resolve_task(cfg, task_data, backbone.input_spec.modality)
-    features = feature_getter(store, backbone, base_model, task_data.modality)
+    features = feature_getter(store, backbone, base_model, task_data.modality, cfg.device)
     return meta_features(task_data, features(task_data.split("train").rows))
 
 
@@ -258,7 +262,7 @@ def train_l2(
     if cfg.prior != "none":
         check_layers(backbone, cfg.prior_layers)  # fail before any training
     train, val = task_data.split("train"), task_data.splits["val"]
-    features = feature_getter(store, backbone, base_model, task_data.modality)
+    features = feature_getter(store, backbone, base_model, task_data.modality, cfg.device)
     x_train = features(train.rows)  # (N, D) frozen embeddings: probe input and head initialisation
     meta = meta_features(task_data, x_train)
     head = TaskHead(backbone.embed_dim, len(task_data.classes), cfg.head, cfg.hidden)
@@ -400,6 +404,7 @@ def fit_task_prior(
         trim=cfg.prior_trim,
         weight=cfg.prior_weight,
         seed=cfg.seed,
+        device=resolve_device(cfg.device),
     )
 
 

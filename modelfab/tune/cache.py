@@ -20,6 +20,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import Tensor
 
+from modelfab.core.devices import placed, to_device
 from modelfab.core.progress import track
 from modelfab.zoo.base import Backbone, evaluating
 
@@ -80,8 +81,13 @@ class FeatureCache:
         *,
         batch_size: int = 32,
         description: str = "embedding",
+        device: torch.device | None = None,
     ) -> Tensor:
-        """(N, D) embeddings of the items ``hashes``; ``load(indices)`` gives raw inputs of the missing ones."""
+        """(N, D) embeddings of the items ``hashes``; ``load(indices)`` gives raw inputs of the missing ones.
+
+        ``device``: where the missing ones are computed (the backbone goes back afterwards); the cache
+        holds float32 CPU tensors whatever computed them.
+        """
         rows = self._load()
         missing = sorted({i for i, h in enumerate(hashes) if h not in rows}, key=lambda i: hashes[i])
         missing_unique: list[int] = []
@@ -93,11 +99,12 @@ class FeatureCache:
         if missing_unique:
             computed: list[Tensor] = []
             starts = range(0, len(missing_unique), batch_size)
-            with evaluating(backbone.module):
+            where = device or torch.device("cpu")
+            with placed(backbone.module, where), evaluating(backbone.module):
                 for start in track(starts, len(starts), description):
                     idx = missing_unique[start : start + batch_size]
-                    batch = backbone.preprocess(load(idx))
-                    computed.append(backbone.embed(batch).float())
+                    batch = to_device(backbone.preprocess(load(idx)), where)
+                    computed.append(backbone.embed(batch).float().cpu())  # (n, D)
             emb = torch.cat(computed)
             new_hashes = [hashes[i] for i in missing_unique]
             self._save_shard(new_hashes, emb)

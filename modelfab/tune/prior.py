@@ -25,8 +25,8 @@ import torch
 from torch import Tensor, nn
 
 from modelfab.core.errors import ConfigError, DataError
-from modelfab.core.progress import track
-from modelfab.screen.features import join_maps, make_projection
+from modelfab.screen.base import FeatureConfig
+from modelfab.screen.features import FeatureExtractor, join_maps, make_projection
 from modelfab.screen.gaussian import GaussianConfig, GaussianScorer, mahalanobis
 from modelfab.store.datasets import ItemRow
 from modelfab.zoo.base import Backbone
@@ -109,19 +109,17 @@ def check_layers(backbone: Backbone, layers: Sequence[str]) -> None:
 
 
 def _vectors(
-    backbone: Backbone, prior: AnomalyPrior, inputs: Sequence[Any], what: str
+    backbone: Backbone, prior: AnomalyPrior, inputs: Sequence[Any], what: str, device: torch.device
 ) -> tuple[Tensor, tuple[int, int]]:
-    """(N, L, D) float16 projected patch vectors of raw inputs, batch by batch, and the (H, W) grid."""
+    """(N, L, D) float16 projected patch vectors of raw inputs (on the CPU), computed on ``device``
+    batch by batch (the screening feature extractor), and the (H, W) grid."""
+    extractor = FeatureExtractor(backbone, FeatureConfig(layers=list(prior.layers), smooth=prior.smooth), "patch")
+    proj = prior.proj.to(device)  # (C, D)
     out = []
     grid = (0, 0)
-    backbone.module.eval()
-    starts = range(0, len(inputs), 16)
-    with torch.inference_mode():
-        for start in track(starts, len(starts), f"prior: patch features of the {what}"):
-            batch = backbone.preprocess(list(inputs[start : start + 16]))
-            x = join_maps(backbone.features(batch, prior.layers), prior.layers, prior.smooth)  # (n, C, H, W)
-            grid = (int(x.shape[2]), int(x.shape[3]))
-            out.append((x.flatten(2).transpose(1, 2) @ prior.proj).half())  # (n, L, D)
+    for x in extractor.batches(inputs, 16, f"prior: patch features of the {what}", device):  # (n, C, H, W)
+        grid = (int(x.shape[2]), int(x.shape[3]))
+        out.append((x.flatten(2).transpose(1, 2) @ proj).half().cpu())  # (n, L, D)
     return torch.cat(out), grid
 
 
@@ -163,11 +161,13 @@ def fit_prior(
     trim: float | None,
     weight: float | None,
     seed: int,
+    device: torch.device | None = None,
 ) -> PriorFit:
     """Fit the prior on the ``pool`` images; choose trim and weight on validation (see module docstring).
 
     ``val_margin``: (V,) the probe's logit margin for the positive class on the validation images;
-    ``val_positive``: (V,) bool, which of them are defects.
+    ``val_positive``: (V,) bool, which of them are defects; ``device``: where the backbone computes the
+    patch features (the Gaussian is fitted on the CPU in float64 either way).
     """
     check_layers(backbone, layers)
     if len(val) == 0:
@@ -179,9 +179,10 @@ def fit_prior(
     dim = min(dim, channels)
     prior = AnomalyPrior(layers, 3, positive, channels, dim, locations=1)  # locations set after the fit
     prior.proj.copy_(make_projection(channels, dim, seed))
-    x_pool, grid = _vectors(backbone, prior, pool, f"unlabeled pool ({len(pool)} images)")  # (P, L, D)
+    where = device or torch.device("cpu")
+    x_pool, grid = _vectors(backbone, prior, pool, f"unlabeled pool ({len(pool)} images)", where)  # (P, L, D)
     both = 0 < int(val_positive.sum()) < len(val_positive)  # AUROC needs both classes
-    x_val, _ = _vectors(backbone, prior, val, "validation images")
+    x_val, _ = _vectors(backbone, prior, val, "validation images", where)
     first = _gaussian(x_pool, shrinkage, grid)
     order = torch.argsort(_scores(first, x_pool))  # least anomalous first
     trims = TRIM_GRID if trim is None else (trim,)

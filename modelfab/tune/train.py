@@ -21,6 +21,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from modelfab.adapt.checkpoint import latest_checkpoint, load_optimizer, optimizer_tensors, save_checkpoint
+from modelfab.core.devices import resolve_device, to_device
 from modelfab.core.errors import DataError
 from modelfab.core.progress import track
 from modelfab.tune.config import TuneConfig
@@ -36,26 +37,6 @@ class TrainOutcome:
     history: list[dict[str, float]] = field(default_factory=list)
     resumed_from: int | None = None
     device: str = "cpu"
-
-
-def resolve_device(name: str) -> torch.device:
-    """``auto`` -> the first CUDA device when one is available, else the CPU; ``cuda`` without one fails."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise DataError(f"device: {name!r} requested but no CUDA device is available")
-    return torch.device(name)
-
-
-def to_device(batch: Any, device: torch.device) -> Any:
-    """Move the tensors of a batch (a tensor, or dicts/lists/tuples of them) to ``device``."""
-    if isinstance(batch, Tensor):
-        return batch.to(device, non_blocking=True)
-    if isinstance(batch, dict):
-        return {k: to_device(v, device) for k, v in batch.items()}
-    if isinstance(batch, list | tuple):
-        return type(batch)(to_device(v, device) for v in batch)
-    return batch
 
 
 def mixed_precision(device: torch.device, enabled: bool) -> contextlib.AbstractContextManager[Any]:

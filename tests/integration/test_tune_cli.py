@@ -204,3 +204,6 @@ def test_tune_with_anomaly_prior_evaluate_export(cli, elpv_env: Path) -> None:
     bad = cli("tune", "--base", "lite0", "--data", "elpv-small", "--method", "lora", "--prior", "gaussian",
               "--name", "y")
     assert bad.code != 0 and "use method probe, not lora" in bad.err
+    bad_init = cli("tune", "--base", "lite0", "--data", "elpv-small", "--method", "lora", "--head-init", "linear",
+                   "--name", "y")
+    assert bad_init.code != 0 and "head_init" in bad_init.err and len(bad_init.err.strip().splitlines()) == 1

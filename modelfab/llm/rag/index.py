@@ -30,7 +30,8 @@ from typing import TYPE_CHECKING, Any
 import torch
 import torch.nn.functional as F
 
-from modelfab.core.errors import ConfigError, DataError, MissingExtraError
+from modelfab.core import optional
+from modelfab.core.errors import ConfigError, DataError
 from modelfab.llm.rag.chunking import Chunk, ChunkingConfig, chunk_corpus, read_documents, tokenizer_spans
 from modelfab.store.datasets import ItemSpec, VersionSpec, create_version, get_version, version_items
 from modelfab.store.runs import finish_run, tracked_run
@@ -45,11 +46,7 @@ DOCS_MODALITY = "docs"
 
 
 def _faiss() -> Any:
-    try:
-        import faiss
-    except ImportError:
-        raise MissingExtraError("faiss-cpu", "llm") from None
-    return faiss
+    return optional.faiss("llm")
 
 
 @dataclass
