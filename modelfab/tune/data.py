@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -44,18 +45,21 @@ class TaskData:
         return self.splits[name]
 
 
-def _rank(seed: int, key: str) -> str:
-    return hashlib.sha256(f"shots\x00{seed}\x00{key}".encode()).hexdigest()
+def seeded_draw(rows: Sequence[ItemRow], n: int, seed: int, purpose: str) -> list[ItemRow]:
+    """At most ``n`` of ``rows``, chosen by a keyed hash of (purpose, seed, item key), in key order:
+    the same draw on any machine and in any input order; another ``purpose`` draws independently."""
+    rank = {r.key: hashlib.sha256(f"{purpose}\x00{seed}\x00{r.key}".encode()).hexdigest() for r in rows}
+    return sorted(sorted(rows, key=lambda r: rank[r.key])[:n], key=lambda r: r.key)
 
 
 def few_shot(rows: list[ItemRow], labels: dict[str, str], classes: list[str], shots: int, seed: int) -> list[ItemRow]:
     """k items per class, chosen by a keyed hash of (seed, key): reproducible and order-free."""
     picked: list[ItemRow] = []
     for cls in classes:
-        pool = sorted((r for r in rows if labels.get(r.key) == cls), key=lambda r: _rank(seed, r.key))
+        pool = [r for r in rows if labels.get(r.key) == cls]
         if len(pool) < shots:
             raise DataError(f"class {cls!r} has {len(pool)} labeled train items, fewer than --shots {shots}")
-        picked.extend(pool[:shots])
+        picked.extend(seeded_draw(pool, shots, seed, "shots"))
     return sorted(picked, key=lambda r: r.key)
 
 

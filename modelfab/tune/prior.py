@@ -15,7 +15,6 @@ export to ONNX and serving need nothing special.
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -29,6 +28,7 @@ from modelfab.screen.base import FeatureConfig
 from modelfab.screen.features import FeatureExtractor, join_maps, make_projection
 from modelfab.screen.gaussian import GaussianConfig, GaussianScorer, mahalanobis
 from modelfab.store.datasets import ItemRow
+from modelfab.tune.data import seeded_draw
 from modelfab.zoo.base import Backbone
 
 TRIM_GRID = (0.0, 0.1, 0.2, 0.35, 0.5)
@@ -91,11 +91,7 @@ class PriorFit:
 
 def pool_rows(rows: Sequence[ItemRow], limit: int, seed: int) -> list[ItemRow]:
     """The unlabeled pool: train-split and unsplit items (labels unused), at most ``limit`` (seeded)."""
-    pool = [r for r in rows if r.split in ("train", None)]
-    if len(pool) > limit:
-        rank = {r.key: hashlib.sha256(f"prior\x00{seed}\x00{r.key}".encode()).hexdigest() for r in pool}
-        pool = sorted(pool, key=lambda r: rank[r.key])[:limit]
-    return sorted(pool, key=lambda r: r.key)
+    return seeded_draw([r for r in rows if r.split in ("train", None)], limit, seed, "prior")
 
 
 def check_layers(backbone: Backbone, layers: Sequence[str]) -> None:

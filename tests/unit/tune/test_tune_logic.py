@@ -162,3 +162,15 @@ def test_auto_needs_a_recipe(store: Store) -> None:
 
     with pytest.raises(ConfigError, match="at least one"):
         auto_tune(store, base="x", data="y", name="z", cfg=TuneConfig(), top=0)
+
+
+def test_seeded_draw_is_pinned() -> None:
+    """The keyed-hash draw behind --shots and the prior's pool cap: published benchmark draws depend on
+    these exact picks, so a change of formula must show up here."""
+    from modelfab.store.datasets import ItemRow
+    from modelfab.tune.data import seeded_draw
+
+    rows = [ItemRow(f"item-{i:02d}", "h", "train", {}, {}) for i in range(20)]
+    assert [r.key for r in seeded_draw(rows, 4, 3, "shots")] == ["item-04", "item-11", "item-16", "item-17"]
+    assert [r.key for r in seeded_draw(rows[::-1], 4, 3, "prior")] == ["item-00", "item-06", "item-10", "item-18"]
+    assert len(seeded_draw(rows, 50, 3, "shots")) == 20
