@@ -25,6 +25,8 @@ class EmbeddingSource:
     features: Callable[[list[ItemRow]], torch.Tensor]  # rows -> (N, D)
     head: nn.Module | None = None  # L2 only: (N, D) embeddings -> (N, C) logits
     classes: list[str] | None = None  # L2 only: class order of ``head``
+    predict: Callable[[list[ItemRow]], torch.Tensor] | None = None
+    """L2s whose output is more than the head on the embeddings (an anomaly prior): rows -> (N, C) probabilities."""
 
     def embed(self, rows: list[ItemRow]) -> np.ndarray:
         """(N, D) float32 embeddings."""
@@ -32,10 +34,13 @@ class EmbeddingSource:
             return np.empty((0, 0), dtype=np.float32)
         return self.features(rows).float().numpy()
 
-    def probabilities(self, embeddings: np.ndarray) -> np.ndarray | None:
-        """(N, C) class probabilities from the L2's head, or None for a plain backbone."""
+    def probabilities(self, embeddings: np.ndarray, rows: list[ItemRow]) -> np.ndarray | None:
+        """(N, C) class probabilities of ``rows`` (whose ``embeddings`` these are) from the L2, or None for
+        a plain backbone. A probe's head reads the embeddings; an L2 with an anomaly prior runs whole."""
         if self.head is None:
             return None
+        if self.predict is not None:
+            return self.predict(rows).double().numpy()
         with torch.inference_mode():
             return torch.softmax(self.head(torch.from_numpy(embeddings)), dim=1).double().numpy()
 
@@ -56,12 +61,14 @@ def embedding_source(store: Store, modality: str, *, model: str | None, backbone
         sc = load_scenario(store, model)
         _check_modality(sc.backbone.input_spec.modality, modality, model)
         owner = sc.base_model if sc.config.method == "probe" else sc.model
+        whole = sc.net.prior is not None  # its probabilities need the patch maps, not just the embeddings
         return EmbeddingSource(
             model,
             sc.model.id,
             feature_getter(store, sc.backbone, owner, modality),
             sc.net.head.eval(),
             list(sc.classes),
+            (lambda rows: sc.predict_rows(store, rows, modality)) if whole else None,
         )
     if backbone:
         from modelfab.zoo.registry import load_registered

@@ -131,7 +131,7 @@ def label_queue(
         emb = source.embed(pool_rows + lab_rows)  # (N + M, D)
         x_pool, x_lab = emb[: len(pool_rows)], emb[len(pool_rows) :]
         needs = chooser.needs_probabilities
-        classes, probs, origin = _probabilities(source, view, labels, lab_rows, x_lab, x_pool, needs)
+        classes, probs, origin = _probabilities(source, view, labels, lab_rows, x_lab, pool_rows, x_pool, needs)
         picked = chooser.select(Pool(x_pool, probs, x_lab), budget, seed)
         items = [
             QueuedItem(
@@ -175,11 +175,12 @@ def _probabilities(
     labels: dict[str, str],
     lab_rows: list[ItemRow],
     x_lab: np.ndarray,
+    pool_rows: list[ItemRow],
     x_pool: np.ndarray,
     needed: bool,
 ) -> tuple[list[str], np.ndarray | None, str]:
     """(classes, (N, C) pool probabilities or None, origin)."""
-    probs = source.probabilities(x_pool)
+    probs = source.probabilities(x_pool, pool_rows)
     if probs is not None:
         return list(source.classes or []), probs, "model"
     classes = list(view.classes) + sorted(set(labels.values()) - set(view.classes))

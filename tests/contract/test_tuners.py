@@ -130,6 +130,24 @@ def test_probe_with_anomaly_prior(image_store: Store, tmp_path: Path) -> None:
         w, mu_m, sd_m, mu_a, sd_a = prior.fusion.tolist()
         s = w * (logits[:, pos] - logits[:, 1 - pos] - mu_m) / sd_m + (1 - w) * (prior.anomaly(feats) - mu_a) / sd_a
     assert torch.allclose(probs[:, pos], torch.sigmoid(s), atol=1e-5)
+    # the label queue's uncertainty reads the whole model (prior included), not the head on embeddings
+    import shutil
+
+    from modelfab.screen.queue import label_queue
+
+    flat = tmp_path / "unlabeled"
+    flat.mkdir()
+    for src in sorted(folder.rglob("*.png"))[::4]:  # 10 cells of both kinds, no class folders: unlabeled
+        shutil.copy(src, flat / f"{src.parent.name}-{src.name}")
+    import_image_folder(image_store, flat, "blobs-unlabeled", tasks={"defect": task.model_dump()})
+    pool = image_store.version_items("blobs-unlabeled")
+    whole = scenario.predict_rows(image_store, pool, "image")  # (10, 2) the full forward, prior included
+    by_key = {r.key: max(p) for r, p in zip(pool, whole.tolist(), strict=True)}
+    queue = label_queue(image_store, "blobs-unlabeled", budget=4, selector="uncertainty", split="all",
+                        model="blobs-prior", fmt="csv")
+    assert queue.probabilities == "model" and len(queue.items) == 4
+    for item in queue.items:
+        assert item.confidence is not None and abs(item.confidence - by_key[item.key]) < 1e-5
     # compressions that change the backbone would silently invalidate the prior: refused by name
     from modelfab.compress import extract
 
