@@ -52,6 +52,7 @@ class SharedBase:
             p.requires_grad_(False)
         self.lock = threading.Lock()
         self._targets: list[str] | None = None
+        self._lm_head: str | None = None
         self._active: str | None = None
         self.adapters: list[str] = []
         self._layer_cache: list[Any] | None = None
@@ -77,19 +78,21 @@ class SharedBase:
         if info["method"] == "lora":
             from peft import LoraConfig, inject_adapter_in_model, set_peft_model_state_dict
 
-            from modelfab.tune.methods import lora_targets
+            from modelfab.tune.methods import lora_targets, output_embedding_name
 
             cfg = TuneConfig.model_validate(info["config"])
-            if self._targets is None:
-                self._targets = lora_targets(self.module)  # on the clean module, before any injection
+            delta = {k[6:]: v for k, v in tensors.items() if k.startswith("delta.")}
+            if self._targets is None:  # on the clean module, before any injection
+                self._targets = lora_targets(self.module)
+                self._lm_head = output_embedding_name(self.module)
+            targets = list(self._targets)
+            if self._lm_head and any(k.startswith(f"{self._lm_head}.lora_") for k in delta):
+                targets.append(self._lm_head)  # adapters saved when the output embedding was a target
             adapter = "a_" + model.id.replace("-", "_")
-            lora = LoraConfig(
-                r=cfg.lora_rank, lora_alpha=cfg.lora_alpha, lora_dropout=0.0, target_modules=self._targets
-            )
+            lora = LoraConfig(r=cfg.lora_rank, lora_alpha=cfg.lora_alpha, lora_dropout=0.0, target_modules=targets)
             with warnings.catch_warnings():
                 warnings.filterwarnings("ignore", message=".*multiple adapters.*")  # that is the point here
                 inject_adapter_in_model(lora, self.module, adapter_name=adapter)
-            delta = {k[6:]: v for k, v in tensors.items() if k.startswith("delta.")}
             result = set_peft_model_state_dict(self.module, delta, adapter_name=adapter)
             unexpected = getattr(result, "unexpected_keys", [])
             if unexpected:

@@ -9,7 +9,7 @@ Methods wrap layers (as PEFT does) instead of redefining model classes.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -61,28 +61,49 @@ METHODS.add(
 
 
 # -- LoRA through PEFT --------------------------------------------------------------------------------
-def lora_targets(module: nn.Module) -> list[str]:
-    """Names of the 1x1 convolutions (groups 1) and linear layers: where LoRA goes."""
+def output_embedding_name(module: nn.Module) -> str | None:
+    """Name of a language model's output embedding (``lm_head``), if it has one."""
+    getter = getattr(module, "get_output_embeddings", None)
+    out = getter() if callable(getter) else None
+    if out is None:
+        return None
+    return next((name for name, sub in module.named_modules() if sub is out), None)
+
+
+def lora_targets(module: nn.Module, stored: Iterable[str] = ()) -> list[str]:
+    """Names of the 1x1 convolutions (groups 1) and linear layers: where LoRA goes.
+
+    A language model's output embedding is left out: an L2 reads hidden states, so its adapters would
+    never train, and PEFT would store the whole (tied) embedding matrix beside them (113 MB for
+    SmolLM2-135M). ``stored``: the keys of saved adapters; a layer they adapt is a target anyway, so
+    adapters saved before this rule still load.
+    """
+    lm_head = output_embedding_name(module)
+    kept = {k.split(".lora_")[0] for k in stored if ".lora_" in k}
     names = []
     for name, sub in module.named_modules():
-        if isinstance(sub, nn.Linear) or (isinstance(sub, nn.Conv2d) and sub.kernel_size == (1, 1) and sub.groups == 1):
+        adaptable = isinstance(sub, nn.Linear) or (
+            isinstance(sub, nn.Conv2d) and sub.kernel_size == (1, 1) and sub.groups == 1
+        )
+        if adaptable and (name != lm_head or name in kept):
             names.append(name)
     if not names:
         raise ConfigError("lora: the backbone has no linear layers or 1x1 convolutions to adapt")
     return names
 
 
-def _lora_config(module: nn.Module, cfg: TuneConfig) -> Any:
+def _lora_config(module: nn.Module, cfg: TuneConfig, stored: Iterable[str] = ()) -> Any:
     from peft import LoraConfig
 
-    return LoraConfig(r=cfg.lora_rank, lora_alpha=cfg.lora_alpha, lora_dropout=0.0, target_modules=lora_targets(module))
+    return LoraConfig(r=cfg.lora_rank, lora_alpha=cfg.lora_alpha, lora_dropout=0.0,
+                      target_modules=lora_targets(module, stored))
 
 
-def _lora_prepare(module: nn.Module, cfg: TuneConfig) -> None:
+def _lora_prepare(module: nn.Module, cfg: TuneConfig, stored: Iterable[str] = ()) -> None:
     from peft import inject_adapter_in_model
 
     _freeze(module)
-    inject_adapter_in_model(_lora_config(module, cfg), module)
+    inject_adapter_in_model(_lora_config(module, cfg, stored), module)
     for name, p in module.named_parameters():
         p.requires_grad_("lora_" in name)
 
@@ -90,13 +111,14 @@ def _lora_prepare(module: nn.Module, cfg: TuneConfig) -> None:
 def _lora_delta(module: nn.Module, cfg: TuneConfig) -> dict[str, Tensor]:
     from peft import get_peft_model_state_dict
 
-    return {k: v.detach().clone() for k, v in get_peft_model_state_dict(module).items()}
+    state = get_peft_model_state_dict(module, save_embedding_layers=False)  # the adapters only
+    return {k: v.detach().clone() for k, v in state.items()}
 
 
 def _lora_apply(module: nn.Module, cfg: TuneConfig, tensors: dict[str, Tensor]) -> None:
     from peft import set_peft_model_state_dict
 
-    _lora_prepare(module, cfg)
+    _lora_prepare(module, cfg, tensors)
     result = set_peft_model_state_dict(module, tensors)
     unexpected = getattr(result, "unexpected_keys", [])
     if unexpected:

@@ -180,3 +180,32 @@ def test_lp_ft_starts_the_head_from_the_probe(image_store: Store) -> None:
     weight = [k for k in want if k.startswith("head.net.")]
     assert weight and all(torch.allclose(heads["probe"][k], want[k], atol=1e-5) for k in weight)
     assert not all(torch.allclose(heads["random"][k], want[k], atol=1e-3) for k in weight)
+
+
+def test_lora_on_a_causal_lm_leaves_the_output_embedding_alone(text_store: Store, tmp_path: Path) -> None:
+    """An L2 reads hidden states: LoRA on a language model's (tied) lm_head would never train and made
+    PEFT store the whole embedding matrix with the adapters. Adapters saved that way still load."""
+    from peft import LoraConfig, get_peft_model_state_dict, inject_adapter_in_model
+
+    from modelfab.tune.api import load_base
+    from modelfab.tune.methods import lora_targets
+    from modelfab.zoo.registry import register_foundation
+    from modelfab.zoo.testing import write_tiny_hf_model
+
+    register_foundation(text_store, "local", name="tiny-llama", path=str(write_tiny_hf_model(tmp_path / "llama", "lm")))
+    res = tune(text_store, base="tiny-llama", data="reviews", name="rev-llama-lora",
+               cfg=TuneConfig(method="lora", epochs=1, batch_size=8))
+    tensors = text_store.artifacts.get_tensors(res.model.weights_digest or "")
+    delta = [k for k in tensors if k.startswith("delta.")]
+    assert delta and all("lora_" in k for k in delta), delta
+    assert not [k for k in delta if "lm_head" in k or "embed_tokens" in k]
+    probs = load_scenario(text_store, res.model.id).predict_proba(["good product", "bad review"])
+    assert torch.allclose(probs.sum(1), torch.ones(2), atol=1e-5)
+    # the old layout: lm_head among the targets, so PEFT also saved the tied embedding matrix
+    old_bb, _ = load_base(text_store, "tiny-llama")
+    targets = [*lora_targets(old_bb.module), "lm_head"]
+    inject_adapter_in_model(LoraConfig(r=4, lora_alpha=8, target_modules=targets), old_bb.module)
+    old = {k: v.clone() for k, v in get_peft_model_state_dict(old_bb.module).items()}
+    assert any(k.startswith("lm_head.lora_") for k in old) and any("base_layer" in k or "embed" in k for k in old)
+    fresh, _ = load_base(text_store, "tiny-llama")
+    METHODS.get("lora").apply(fresh.module, TuneConfig(method="lora"), old)  # no unexpected keys
