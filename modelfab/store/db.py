@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 from typing import Any
 
@@ -11,6 +12,7 @@ from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import make_url
+from sqlalchemy.exc import OperationalError
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 SQLITE_BUSY_TIMEOUT_S = 60
@@ -58,7 +60,27 @@ def alembic_config(engine: Engine) -> Config:
 
 
 def migrate(engine: Engine) -> None:
-    """Bring the schema to the newest migration (idempotent)."""
+    """Bring the schema to the newest migration (idempotent).
+
+    SQLite answers some lock conflicts at once with "database is locked", without waiting on the busy
+    timeout (e.g. while another process turns a brand-new file into WAL mode, or a snapshot went
+    stale). Such an attempt is repeated, with a short back-off, until the busy timeout is spent.
+    """
+    deadline = time.monotonic() + SQLITE_BUSY_TIMEOUT_S
+    delay = 0.05
+    while True:
+        try:
+            _migrate_once(engine)
+            return
+        except OperationalError as exc:
+            if engine.dialect.name != "sqlite" or "locked" not in str(exc.orig) or time.monotonic() > deadline:
+                raise
+            engine.dispose()  # fresh connections for the next attempt
+            time.sleep(delay)
+            delay = min(delay * 2, 1.0)
+
+
+def _migrate_once(engine: Engine) -> None:
     cfg = alembic_config(engine)
     head = ScriptDirectory.from_config(cfg).get_current_head()
     with engine.connect() as conn:
