@@ -1,8 +1,9 @@
 """A causal language model (transformers ``AutoModelForCausalLM``) as a backbone.
 
-``embed``: attention-masked mean of the last hidden states (N, D); ``features``: the last hidden
-states (N, T, D) and the next-token ``logits``.  ``rebuild_files`` exports config and tokenizer so
-a stored copy reloads from the artifact store without the original files.
+``embed``: attention-masked mean of the last hidden states (N, D), computed without the LM head;
+``features``: the last hidden states (N, T, D) and the next-token ``logits``.  ``rebuild_files``
+exports config and tokenizer so a stored copy reloads from the artifact store without the original
+files.
 """
 
 from __future__ import annotations
@@ -76,9 +77,27 @@ class CausalLMBackbone:
         return self.module(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
                            output_hidden_states=True)
 
+    def body(self) -> Any | None:
+        """The transformer body under the LM head (``base_model``), or None when the model has none.
+
+        A PEFT wrapper is looked through; adapters injected into the body stay in the call.
+        """
+        model = self.module
+        unwrap = getattr(model, "get_base_model", None)  # peft.PeftModel
+        if callable(unwrap):
+            model = unwrap()
+        body = getattr(model, "base_model", None)
+        return body if isinstance(body, torch.nn.Module) and body is not model else None
+
     def embed(self, batch: dict[str, Tensor]) -> Tensor:  # -> (N, D)
-        out = self._run(batch)
-        return masked_mean(out.hidden_states[-1], batch["attention_mask"])
+        """Masked mean of the last hidden states; the LM head (N, T, V logits) is skipped when the body
+        can be called alone (for SmolLM2 the head is a fifth of the forward pass's multiply-adds)."""
+        body = self.body()
+        if body is None:
+            hidden = self._run(batch).hidden_states[-1]
+        else:
+            hidden = body(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).last_hidden_state
+        return masked_mean(hidden, batch["attention_mask"])  # (N, T, D) -> (N, D)
 
     def features(self, batch: dict[str, Tensor], names: Iterable[str] | None = None) -> dict[str, Tensor]:
         """``tokens`` (N, T, D) last hidden states, ``logits`` (N, T, V), ``pooled`` (N, D)."""
