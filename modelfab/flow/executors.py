@@ -15,7 +15,8 @@ from typing import Any
 
 from modelfab.core.catalog import Catalog
 from modelfab.core.config import Settings
-from modelfab.core.errors import ConfigError, MissingExtraError
+from modelfab.core.errors import ConfigError
+from modelfab.core.optional import import_optional
 from modelfab.flow.spec import Resources
 from modelfab.store.store import Store
 
@@ -89,11 +90,7 @@ def ray_step(settings: dict[str, str], run_id: str, step: str, no_cache: bool) -
 class RayExecutor(Executor):
     def __init__(self, store: Store, *, address: str | None = None, echo: Callable[[str], None] | None = None):
         super().__init__(store, address=address, echo=echo)
-        try:
-            import ray
-        except ImportError:
-            raise MissingExtraError("ray", "ray") from None
-        self.ray = ray
+        self.ray = ray = import_optional("ray", "ray", "ray")
         self._owns = False
         if not ray.is_initialized():
             try:

@@ -21,7 +21,8 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from modelfab.core.errors import ConfigError, DataError, MissingExtraError
+from modelfab.core.errors import ConfigError, DataError
+from modelfab.core.optional import import_optional
 from modelfab.zoo.lm.causal import CausalLMBackbone
 
 if TYPE_CHECKING:
@@ -173,12 +174,9 @@ def render_chat(tokenizer: Any, messages: Sequence[Message], add_generation_prom
                                              add_generation_prompt=add_generation_prompt))
 
 
-def _peft() -> Any:
-    try:
-        import peft
-    except ImportError:
-        raise MissingExtraError("peft", "lm") from None
-    return peft
+def import_peft() -> Any:
+    """The peft module (in the ``lm`` extra)."""
+    return import_optional("peft", "peft", "lm")
 
 
 def load_base(store: Store, ref: str) -> tuple[CausalLMBackbone, Model]:
@@ -201,7 +199,7 @@ def lora_info(store: Store, model: Model) -> dict[str, Any] | None:
 
 def apply_lora(module: Any, store: Store, model: Model, adapter_name: str = "default") -> Any:
     """Wrap ``module`` (or add to an existing PeftModel) with the LoRA adapter stored for ``model``."""
-    peft = _peft()
+    peft = import_peft()
     info = lora_info(store, model)
     if info is None or not model.weights_digest:
         raise ConfigError(f"model {model.name}:{model.version} is not a LoRA chat model")
@@ -242,7 +240,7 @@ def context_length(backbone: CausalLMBackbone) -> int:
 
 def lora_state(module: Any) -> dict[str, torch.Tensor]:
     """The adapter tensors of a PeftModel (contiguous CPU copies, ready for safetensors)."""
-    peft = _peft()
+    peft = import_peft()
     state = peft.get_peft_model_state_dict(module)
     return {k: v.detach().to("cpu").contiguous() for k, v in state.items()}
 

