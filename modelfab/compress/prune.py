@@ -34,6 +34,7 @@ from modelfab.store.schema import Model
 from modelfab.store.store import Store
 from modelfab.tune.heads import TaskHead
 from modelfab.tune.scenario import ScenarioNet
+from modelfab.zoo.base import evaluating
 
 MAX_RATIO = 0.95
 TAYLOR_BATCHES = 4  # training batches whose gradients rank channels for importance="taylor"
@@ -142,11 +143,8 @@ def count(net: nn.Module, size: int) -> tuple[int, int]:
     """(MACs, parameters) of ``net`` at one ``size`` x ``size`` image (torch-pruning's counter)."""
     import torch_pruning as tp
 
-    was_training = net.training
-    net.eval()
-    with torch.no_grad():
+    with evaluating(net):
         macs, params = tp.utils.count_ops_and_params(net, torch.zeros(1, 3, size, size))
-    net.train(was_training)
     return int(macs), int(params)
 
 

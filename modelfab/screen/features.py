@@ -16,7 +16,7 @@ from modelfab.core.devices import module_device, placed
 from modelfab.core.errors import ConfigError, DataError
 from modelfab.core.progress import track
 from modelfab.screen.base import FeatureConfig
-from modelfab.zoo.base import Backbone
+from modelfab.zoo.base import Backbone, evaluating
 
 
 def join_maps(feats: dict[str, Tensor], layers: Sequence[str], smooth: int) -> Tensor:
@@ -76,8 +76,7 @@ class FeatureExtractor:
         device the backbone is on."""
         if len(images) == 0:
             raise DataError("no images to score")
-        self.backbone.module.eval()
-        with torch.inference_mode():
+        with evaluating(self.backbone.module):  # eval mode for the call, the caller's mode afterwards
             batch = self.backbone.preprocess(list(images))  # (N, 3, S, S)
             feats = self.backbone.features(batch.to(module_device(self.backbone.module)), self.cfg.layers)
             if self.kind == "patch":
