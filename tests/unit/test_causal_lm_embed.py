@@ -85,3 +85,20 @@ def test_embed_trains_the_adapters(backbone: CausalLMBackbone) -> None:
     backbone.embed(backbone.preprocess(TEXTS)).pow(2).sum().backward()
     grads = [p.grad for n, p in backbone.module.named_parameters() if "lora_A" in n]
     assert grads and all(g is not None and g.abs().sum() > 0 for g in grads)
+
+
+def test_features_compute_logits_only_when_asked(backbone: CausalLMBackbone) -> None:
+    from modelfab.core.errors import ConfigError
+
+    batch = backbone.preprocess(TEXTS)
+    calls = head_calls(backbone)
+    with torch.inference_mode():
+        some = backbone.features(batch, ["tokens", "pooled"])
+        assert calls == [] and set(some) == {"tokens", "pooled"}
+        every = backbone.features(batch)
+        assert calls == [1] and set(every) == {"tokens", "logits", "pooled"}
+    assert every["logits"].shape == (*batch["input_ids"].shape, backbone.module.config.vocab_size)  # (N, T, V)
+    torch.testing.assert_close(some["tokens"], every["tokens"], rtol=0, atol=0)
+    torch.testing.assert_close(some["pooled"], every["pooled"], rtol=0, atol=0)
+    with pytest.raises(ConfigError, match="unknown feature"):
+        backbone.features(batch, ["hidden"])

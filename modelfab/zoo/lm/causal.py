@@ -17,7 +17,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from modelfab.core.errors import DataError
+from modelfab.core.errors import ConfigError, DataError
 from modelfab.core.optional import import_optional
 from modelfab.zoo.base import InputSpec, Source
 
@@ -86,22 +86,33 @@ class CausalLMBackbone:
         body = getattr(model, "base_model", None)
         return body if isinstance(body, torch.nn.Module) and body is not model else None
 
-    def embed(self, batch: dict[str, Tensor]) -> Tensor:  # -> (N, D)
-        """Masked mean of the last hidden states; the LM head (N, T, V logits) is skipped when the body
-        can be called alone (for SmolLM2 the head is a fifth of the forward pass's multiply-adds)."""
+    def _last_hidden(self, batch: dict[str, Tensor]) -> Tensor:  # -> (N, T, D)
+        """Last hidden states; the LM head (N, T, V logits) is skipped when the body can be called alone
+        (for SmolLM2 the head is a fifth of the forward pass's multiply-adds)."""
         body = self.body()
         if body is None:
-            hidden = self._run(batch).hidden_states[-1]
-        else:
-            hidden = body(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).last_hidden_state
-        return masked_mean(hidden, batch["attention_mask"])  # (N, T, D) -> (N, D)
+            return self._run(batch).hidden_states[-1]
+        return body(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).last_hidden_state
+
+    def embed(self, batch: dict[str, Tensor]) -> Tensor:  # -> (N, D)
+        """Masked mean of the last hidden states."""
+        return masked_mean(self._last_hidden(batch), batch["attention_mask"])
 
     def features(self, batch: dict[str, Tensor], names: Iterable[str] | None = None) -> dict[str, Tensor]:
-        """``tokens`` (N, T, D) last hidden states, ``logits`` (N, T, V), ``pooled`` (N, D)."""
-        out = self._run(batch)
-        hidden = out.hidden_states[-1]
-        feats = {"tokens": hidden, "logits": out.logits, "pooled": masked_mean(hidden, batch["attention_mask"])}
-        return feats if names is None else {k: feats[k] for k in names}
+        """``tokens`` (N, T, D) last hidden states, ``logits`` (N, T, V), ``pooled`` (N, D); the logits
+        (and the LM head's cost) only when ``names`` asks for them or is None."""
+        wanted = None if names is None else list(names)
+        unknown = [] if wanted is None else [k for k in wanted if k not in ("tokens", "logits", "pooled")]
+        if unknown:
+            raise ConfigError(f"unknown feature(s) {sorted(unknown)}; known: ['tokens', 'logits', 'pooled']")
+        feats: dict[str, Tensor] = {}
+        if wanted is None or "logits" in wanted:
+            out = self._run(batch)
+            hidden, feats["logits"] = out.hidden_states[-1], out.logits
+        else:
+            hidden = self._last_hidden(batch)
+        feats.update(tokens=hidden, pooled=masked_mean(hidden, batch["attention_mask"]))
+        return feats if wanted is None else {k: feats[k] for k in wanted}
 
     def generate(self, prompt: str, max_new_tokens: int = 32) -> str:
         """Greedy completion of ``prompt`` (for smoke checks and demos)."""
