@@ -50,6 +50,7 @@ bench: install browser loadgen
 	$(PY) bench/store.py
 	$(PY) bench/fewshot.py
 	$(PY) bench/fewshot_text.py
+	$(PY) bench/lm_embed.py
 	$(PY) bench/screen.py
 	$(PY) bench/active.py
 	$(PY) bench/selection.py
