@@ -18,9 +18,8 @@ from typing import TYPE_CHECKING, Any
 from modelfab.adapt.config import AdaptConfig
 from modelfab.adapt.report import plot_losses
 from modelfab.adapt.runner import TrainResult, train
-from modelfab.core.errors import ConfigError, DataError, NotFoundError
-from modelfab.zoo import BACKBONES
-from modelfab.zoo.registry import load_registered, register_backbone
+from modelfab.core.errors import ConfigError, DataError
+from modelfab.zoo.registry import load_base, register_backbone
 
 if TYPE_CHECKING:
     from modelfab.store.schema import Model
@@ -40,14 +39,6 @@ class AdaptResult:
 
 def run_dir_for(store: Store, name: str) -> Path:
     return store.settings.home / "runs" / "adapt" / name
-
-
-def _load_base(store: Store, base: str) -> tuple[Any, Model]:
-    try:
-        return load_registered(store, base)
-    except NotFoundError as exc:
-        hint = f"; register it first: modelfab models add-foundation {base}" if base in BACKBONES else ""
-        raise NotFoundError(f"base: {exc}{hint}") from None
 
 
 def _load_items(store: Store, data: str, modality: str, cfg: AdaptConfig) -> tuple[list[Any], Any]:
@@ -88,7 +79,7 @@ def adapt_model(
     cfg = cfg or AdaptConfig()
     if not name or "@" in name or ":" in name or "/" in name:
         raise ConfigError(f"name: {name!r} must be non-empty without '@', ':' or '/'")
-    backbone, base_model = _load_base(store, base)
+    backbone, base_model = load_base(store, base)
     modality = backbone.input_spec.modality
     if getattr(backbone, "frozen", False):
         raise ConfigError(f"base {base!r} ({backbone.name}) is frozen (embed-only) and cannot be adapted")

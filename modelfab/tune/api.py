@@ -14,7 +14,7 @@ import torch
 from torch import Tensor
 
 from modelfab.core.devices import resolve_device
-from modelfab.core.errors import ConfigError, DataError, NotFoundError
+from modelfab.core.errors import ConfigError, DataError
 from modelfab.evaluate import choose_threshold_for_recall
 from modelfab.store.datasets import ItemRow
 from modelfab.store.runs import finish_run, tracked_run
@@ -27,11 +27,11 @@ from modelfab.tune.heads import TaskHead
 from modelfab.tune.inputs import InputBank
 from modelfab.tune.metafeatures import meta_features
 from modelfab.tune.methods import METHODS, backbone_param_count, trainable_count
-from modelfab.tune.prior import PriorFit, check_layers, fit_prior, pool_rows
+from modelfab.tune.prior import PriorFit, check_layers, fit_prior, pool_rows, vectors_key
 from modelfab.tune.scenario import ScenarioNet
 from modelfab.tune.train import Distillation, TrainOutcome, train_network, train_probe
 from modelfab.zoo.base import Backbone
-from modelfab.zoo.registry import load_registered
+from modelfab.zoo.registry import load_base as load_registered_base
 
 MODALITY_OF_BASE = {"vision": "image", "text": "text", "lm": "text"}
 
@@ -87,10 +87,7 @@ class TuneResult:
 
 def load_base(store: Store, ref: str, image_size: int | None = None) -> tuple[Backbone, Model]:
     """A registered L0/L1 backbone (optionally at another input resolution)."""
-    try:
-        backbone, model = load_registered(store, ref)
-    except NotFoundError as exc:
-        raise NotFoundError(f"unknown base model {ref!r}: {exc}") from None
+    backbone, model = load_registered_base(store, ref)
     if model.tier not in ("L0", "L1"):
         raise ConfigError(f"base: {ref!r} is an {model.tier} model; tune from an L0 or L1")
     if image_size is not None:
@@ -278,7 +275,8 @@ def train_l2(
         with torch.no_grad():
             val_probs = torch.softmax(head(x_val), 1) if x_val is not None else torch.empty(0, 0)
         if cfg.prior != "none":
-            fitted = fit_task_prior(store, backbone, head, task_data, cfg, x_val)
+            base_key = cache_key(base_model.weights_digest, backbone) if base_model.weights_digest else None
+            fitted = fit_task_prior(store, backbone, head, task_data, cfg, x_val, base_key)
             net, prior_info = ScenarioNet(backbone, head, fitted.prior), fitted.info
             val_probs = torch.softmax(fitted.val_logits, 1)
     else:
@@ -380,10 +378,13 @@ class LazyInputs(Sequence[Any]):
 
 
 def fit_task_prior(
-    store: Store, backbone: Backbone, head: TaskHead, data: TaskData, cfg: TuneConfig, x_val: Tensor | None
+    store: Store, backbone: Backbone, head: TaskHead, data: TaskData, cfg: TuneConfig, x_val: Tensor | None,
+    base_key: str | None = None,
 ) -> PriorFit:
     """The anomaly prior of an image-defect probe: fitted on the version's unlabeled pool (train split
-    and unsplit items, labels unused), weighed against the probe on the validation split."""
+    and unsplit items, labels unused), weighed against the probe on the validation split. ``base_key``
+    (the frozen base's feature-cache key) lets a :func:`~modelfab.tune.prior.reuse_patch_vectors` block
+    reuse the patch vectors across fits."""
     val = data.splits.get("val")
     pos = data.positive
     if pos is None or val is None or x_val is None or len(val) == 0:
@@ -405,6 +406,10 @@ def fit_task_prior(
         weight=cfg.prior_weight,
         seed=cfg.seed,
         device=resolve_device(cfg.device),
+        keys=None if base_key is None else (
+            vectors_key(base_key, cfg.prior_layers, cfg.prior_dim, cfg.seed, [r.content_hash for r in pool]),
+            vectors_key(base_key, cfg.prior_layers, cfg.prior_dim, cfg.seed, [r.content_hash for r in val.rows]),
+        ),
     )
 
 

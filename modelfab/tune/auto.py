@@ -3,6 +3,7 @@ budget, refine the winner's hyper-parameters with Optuna, register the best mode
 
 from __future__ import annotations
 
+import contextlib
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -13,6 +14,7 @@ from modelfab.store.schema import Model
 from modelfab.store.store import Store
 from modelfab.tune.api import TrainedL2, dataset_meta, recorded_run, register_l2, train_l2
 from modelfab.tune.config import TuneConfig
+from modelfab.tune.prior import reuse_patch_vectors
 from modelfab.tune.strategies import STRATEGIES, Ranked, rank
 
 
@@ -54,10 +56,23 @@ def auto_tune(
     optuna_trials: int = 4,
     ground_truth: bool = False,
     run_dir: Path | None = None,
+    reuse_prior_vectors: bool = True,
 ) -> AutoResult:
-    """Try the ``top`` ranked recipes (and Optuna refinements of the best) within ``budget_s``."""
+    """Try the ``top`` ranked recipes (and Optuna refinements of the best) within ``budget_s``.
+
+    ``reuse_prior_vectors``: trials that fit the same anomaly prior share one pass over the unlabeled
+    pool (:func:`~modelfab.tune.prior.reuse_patch_vectors`); False recomputes it per trial.
+    """
     if top < 1:
         raise ConfigError("top: try at least one recipe")
+    with reuse_patch_vectors() if reuse_prior_vectors else contextlib.nullcontext():
+        return _search(store, base, data, name, cfg, budget_s, top, optuna_trials, ground_truth)
+
+
+def _search(
+    store: Store, base: str, data: str, name: str, cfg: TuneConfig, budget_s: float, top: int, optuna_trials: int,
+    ground_truth: bool,
+) -> AutoResult:
     t0 = time.perf_counter()
     meta = dataset_meta(store, base, data, cfg, ground_truth)
     ranking = rank(store, meta)

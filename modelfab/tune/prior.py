@@ -15,7 +15,10 @@ export to ONNX and serving need nothing special.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import contextlib
+import hashlib
+from collections.abc import Iterator, Sequence
+from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Any
 
@@ -104,11 +107,51 @@ def check_layers(backbone: Backbone, layers: Sequence[str]) -> None:
         raise ConfigError(f"prior_layers: {bad} are not spatial maps of {backbone.name}; choose from {spatial}")
 
 
+# Patch vectors already computed inside a reuse_patch_vectors() block: memo key -> ((N, L, D), grid)
+_REUSE: ContextVar[dict[str, tuple[Tensor, tuple[int, int]]] | None] = ContextVar("prior_patch_vectors", default=None)
+
+
+@contextlib.contextmanager
+def reuse_patch_vectors() -> Iterator[None]:
+    """Within the block, :func:`fit_prior` computes the patch vectors of one (base, prior settings,
+    images) once and reuses them: a ``--auto`` search fits the same prior in every trial of a prior
+    recipe, and the pool pass is most of a fit. The vectors are dropped when the block ends."""
+    token = _REUSE.set({})
+    try:
+        yield
+    finally:
+        _REUSE.reset(token)
+
+
+def vectors_key(base_key: str, layers: Sequence[str], dim: int, seed: int, content_hashes: Sequence[str]) -> str:
+    """Memo key of the patch vectors of the items ``content_hashes`` (in order) under a frozen base
+    (``base_key``: weights, builder and input spec, :func:`modelfab.tune.cache.cache_key`) and a prior's
+    layers, projection size and projection seed."""
+    h = hashlib.sha256(f"{base_key}|{','.join(layers)}|{dim}|{seed}|".encode())
+    for c in content_hashes:
+        h.update(c.encode())
+    return h.hexdigest()
+
+
 def _vectors(
-    backbone: Backbone, prior: AnomalyPrior, inputs: Sequence[Any], what: str, device: torch.device
+    backbone: Backbone, prior: AnomalyPrior, inputs: Sequence[Any], what: str, device: torch.device,
+    key: str | None = None,
 ) -> tuple[Tensor, tuple[int, int]]:
     """(N, L, D) float16 projected patch vectors of raw inputs (on the CPU), computed on ``device``
-    batch by batch (the screening feature extractor), and the (H, W) grid."""
+    batch by batch (the screening feature extractor), and the (H, W) grid. With a ``key``, inside
+    :func:`reuse_patch_vectors`, a second call with the same key returns the first result."""
+    memo = _REUSE.get()
+    if key is not None and memo is not None and key in memo:
+        return memo[key]
+    x, grid = _compute_vectors(backbone, prior, inputs, what, device)
+    if key is not None and memo is not None:
+        memo[key] = (x, grid)
+    return x, grid
+
+
+def _compute_vectors(
+    backbone: Backbone, prior: AnomalyPrior, inputs: Sequence[Any], what: str, device: torch.device
+) -> tuple[Tensor, tuple[int, int]]:
     extractor = FeatureExtractor(backbone, FeatureConfig(layers=list(prior.layers), smooth=prior.smooth), "patch")
     proj = prior.proj.to(device)  # (C, D)
     out = []
@@ -158,12 +201,15 @@ def fit_prior(
     weight: float | None,
     seed: int,
     device: torch.device | None = None,
+    keys: tuple[str, str] | None = None,
 ) -> PriorFit:
     """Fit the prior on the ``pool`` images; choose trim and weight on validation (see module docstring).
 
     ``val_margin``: (V,) the probe's logit margin for the positive class on the validation images;
     ``val_positive``: (V,) bool, which of them are defects; ``device``: where the backbone computes the
-    patch features (the Gaussian is fitted on the CPU in float64 either way).
+    patch features (the Gaussian is fitted on the CPU in float64 either way); ``keys``: memo keys
+    (:func:`vectors_key`) of the pool's and the validation images' patch vectors, used inside
+    :func:`reuse_patch_vectors`.
     """
     check_layers(backbone, layers)
     if len(val) == 0:
@@ -176,9 +222,10 @@ def fit_prior(
     prior = AnomalyPrior(layers, 3, positive, channels, dim, locations=1)  # locations set after the fit
     prior.proj.copy_(make_projection(channels, dim, seed))
     where = device or torch.device("cpu")
-    x_pool, grid = _vectors(backbone, prior, pool, f"unlabeled pool ({len(pool)} images)", where)  # (P, L, D)
+    pool_key, val_key = keys if keys is not None else (None, None)
+    x_pool, grid = _vectors(backbone, prior, pool, f"unlabeled pool ({len(pool)} images)", where, pool_key)  # (P, L, D)
     both = 0 < int(val_positive.sum()) < len(val_positive)  # AUROC needs both classes
-    x_val, _ = _vectors(backbone, prior, val, "validation images", where)
+    x_val, _ = _vectors(backbone, prior, val, "validation images", where, val_key)
     first = _gaussian(x_pool, shrinkage, grid)
     order = torch.argsort(_scores(first, x_pool))  # least anomalous first
     trims = TRIM_GRID if trim is None else (trim,)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from modelfab.core.errors import ConfigError, DataError
+from modelfab.core.errors import ConfigError, DataError, NotFoundError
 from modelfab.zoo.base import Backbone, num_parameters
 from modelfab.zoo.catalog import BACKBONES, build_backbone
 from modelfab.zoo.storage import load_backbone, save_backbone
@@ -101,3 +101,13 @@ def load_registered(store: Store, ref: str) -> tuple[Backbone, Model]:
     if "backbone" not in card or not model.weights_digest:
         raise DataError(f"model {ref!r} ({model.tier}, task {model.task}) is not a backbone: no backbone card")
     return load_backbone(store.artifacts, model.weights_digest, card["backbone"]), model
+
+
+def load_base(store: Store, ref: str) -> tuple[Backbone, Model]:
+    """:func:`load_registered` for a base that a run starts from: an unknown ``ref`` that names a zoo
+    backbone gets the command that registers it."""
+    try:
+        return load_registered(store, ref)
+    except NotFoundError as exc:
+        hint = f"; register it first: modelfab models add-foundation {ref}" if ref in BACKBONES else ""
+        raise NotFoundError(f"base: {exc}{hint}") from None

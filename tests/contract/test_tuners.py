@@ -209,3 +209,44 @@ def test_lora_on_a_causal_lm_leaves_the_output_embedding_alone(text_store: Store
     assert any(k.startswith("lm_head.lora_") for k in old) and any("base_layer" in k or "embed" in k for k in old)
     fresh, _ = load_base(text_store, "tiny-llama")
     METHODS.get("lora").apply(fresh.module, TuneConfig(method="lora"), old)  # no unexpected keys
+
+
+def test_prior_fits_reuse_patch_vectors_inside_a_reuse_block(
+    image_store: Store, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Inside reuse_patch_vectors (what --auto runs under), a second fit of the same prior does no
+    backbone pass, and gives the same prior as a fit from scratch; outside, each fit computes its own."""
+    from modelfab.data import import_image_folder
+    from modelfab.data.tasks import TaskView
+    from modelfab.tune import prior as prior_mod
+
+    task = TaskView(type="binary", classes=["ok", "ng"], positive="ng")
+    import_image_folder(image_store, write_blobs(tmp_path / "b", seed=2), "blobs-reuse",
+                        tasks={"defect": task.model_dump()})
+    passes: list[str] = []
+    real = prior_mod._compute_vectors
+
+    def counted(*args: object, **kwargs: object) -> object:
+        passes.append(str(args[3]))  # what: "unlabeled pool (...)" / "validation images"
+        return real(*args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(prior_mod, "_compute_vectors", counted)
+
+    def fit(name: str, hidden: int) -> dict[str, torch.Tensor]:
+        cfg = TuneConfig(prior="gaussian", prior_dim=16, head="mlp", hidden=hidden)
+        res = tune(image_store, base="lite0-64", data="blobs-reuse", name=name, cfg=cfg)
+        tensors = image_store.artifacts.get_tensors(res.model.weights_digest or "")
+        return {k: v for k, v in tensors.items() if k.startswith("prior.") and k != "prior.fusion"}
+
+    alone = fit("reuse-alone", 64)
+    assert len(passes) == 2  # pool + validation
+    with prior_mod.reuse_patch_vectors():
+        first = fit("reuse-a", 64)
+        second = fit("reuse-b", 128)  # another head, the same prior inputs
+    assert len(passes) == 4, passes  # the second fit inside the block reused both sets
+    for got in (first, second):
+        assert got.keys() == alone.keys()
+        for k in alone:
+            torch.testing.assert_close(got[k], alone[k], rtol=0, atol=0)
+    fit("reuse-after", 64)
+    assert len(passes) == 6  # the block's vectors are gone once it ends

@@ -77,8 +77,11 @@ def test_bad_task_data(store: Store) -> None:
 
 def test_unknown_base(store: Store) -> None:
     _text_version(store, {f"k{i:03d}": ("a" if i % 2 else "b") for i in range(20)})
-    with pytest.raises(NotFoundError, match="unknown base model 'ghost'"):
+    with pytest.raises(NotFoundError, match=r"^base: unknown model 'ghost'; known: \(none\)$"):
         tune(store, base="ghost", data="t", name="x", cfg=TuneConfig())
+    # a zoo backbone not registered yet: the message gives the command that registers it
+    with pytest.raises(NotFoundError, match=r"register it first: modelfab models add-foundation minilm-l6$"):
+        tune(store, base="minilm-l6", data="t", name="x", cfg=TuneConfig())
 
 
 def test_config_validation() -> None:
