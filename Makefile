@@ -49,6 +49,7 @@ lint: install
 bench: install browser loadgen
 	$(PY) bench/store.py
 	$(PY) bench/fewshot.py
+	$(PY) bench/auto_reuse.py
 	$(PY) bench/fewshot_text.py
 	$(PY) bench/lm_embed.py
 	$(PY) bench/screen.py
