@@ -4,6 +4,7 @@ budget, refine the winner's hyper-parameters with Optuna, register the best mode
 from __future__ import annotations
 
 import contextlib
+import json
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -105,13 +106,19 @@ def _search(
         optuna.logging.set_verbosity(optuna.logging.WARNING)
         study = optuna.create_study(direction="maximize", sampler=optuna.samplers.TPESampler(seed=cfg.seed))
 
+        scores: dict[str, float] = {}  # settings already trained -> score
+
         def objective(trial: optuna.Trial) -> float:
             overrides = _optuna_space(trial, winner.config)
+            tried = json.dumps(overrides, sort_keys=True)
+            if tried in scores:  # TPE repeats categorical choices (a probe's MLP width): no retraining
+                return scores[tried]
             trial_cfg = TuneConfig.model_validate({**winner.config.model_dump(), **overrides})
             # an MLP-head refinement counts as probe-mlp, unless it carries the prior (no such recipe)
             mlp = "probe-mlp" if trial_cfg.prior == "none" else None
             recipe = winner.recipe if trial_cfg.head == winner.config.head else mlp
-            return attempt(recipe or trial_cfg.method, trial_cfg, overrides).score
+            scores[tried] = attempt(recipe or trial_cfg.method, trial_cfg, overrides).score
+            return scores[tried]
 
         study.optimize(objective, n_trials=optuna_trials, timeout=left)
     model, _ = register_l2(store, best, name, best_run)

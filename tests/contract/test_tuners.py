@@ -250,3 +250,19 @@ def test_prior_fits_reuse_patch_vectors_inside_a_reuse_block(
             torch.testing.assert_close(got[k], alone[k], rtol=0, atol=0)
     fit("reuse-after", 64)
     assert len(passes) == 6  # the block's vectors are gone once it ends
+
+
+def test_auto_trains_each_optuna_setting_once(tmp_path: Path) -> None:
+    """TPE repeats categorical choices (a probe's MLP width has 4): a repeat reuses the first score
+    instead of training and recording the same model again."""
+    import json
+
+    from modelfab.tune.auto import auto_tune
+
+    store = tiny_text_store(tmp_path / "home", tmp_path)  # no history: probe-linear ranks first
+    res = auto_tune(store, base="tiny-bert", data="reviews", name="auto-once", cfg=TuneConfig(), top=1,
+                    optuna_trials=8, budget_s=600)
+    assert res.trials[0].recipe == "probe-linear"
+    refinements = [json.dumps(t.overrides, sort_keys=True) for t in res.trials[1:]]
+    assert refinements and len(refinements) == len(set(refinements)) <= 4  # 8 trials, 4 distinct widths
+    assert res.best.score == max(t.score for t in res.trials)
