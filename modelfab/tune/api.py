@@ -88,8 +88,6 @@ class TuneResult:
 def load_base(store: Store, ref: str, image_size: int | None = None) -> tuple[Backbone, Model]:
     """A registered L0/L1 backbone (optionally at another input resolution)."""
     backbone, model = load_registered_base(store, ref)
-    if model.tier not in ("L0", "L1"):
-        raise ConfigError(f"base: {ref!r} is an {model.tier} model; tune from an L0 or L1")
     if image_size is not None:
         if backbone.input_spec.modality != "vision":
             raise ConfigError("image_size: only vision bases take an input size")

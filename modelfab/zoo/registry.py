@@ -104,10 +104,13 @@ def load_registered(store: Store, ref: str) -> tuple[Backbone, Model]:
 
 
 def load_base(store: Store, ref: str) -> tuple[Backbone, Model]:
-    """:func:`load_registered` for a base that a run starts from: an unknown ``ref`` that names a zoo
-    backbone gets the command that registers it."""
+    """:func:`load_registered` for a base that a run (tune, adapt) starts from: an L0 or L1. An
+    unknown ``ref`` that names a zoo backbone gets the command that registers it."""
     try:
-        return load_registered(store, ref)
+        model = store.get_model(ref)
     except NotFoundError as exc:
         hint = f"; register it first: modelfab models add-foundation {ref}" if ref in BACKBONES else ""
         raise NotFoundError(f"base: {exc}{hint}") from None
+    if model.tier not in ("L0", "L1"):
+        raise ConfigError(f"base: {ref!r} is an {model.tier} model (task {model.task}); start from an L0 or L1")
+    return load_registered(store, model.id)

@@ -266,3 +266,17 @@ def test_auto_trains_each_optuna_setting_once(tmp_path: Path) -> None:
     refinements = [json.dumps(t.overrides, sort_keys=True) for t in res.trials[1:]]
     assert refinements and len(refinements) == len(set(refinements)) <= 4  # 8 trials, 4 distinct widths
     assert res.best.score == max(t.score for t in res.trials)
+
+
+def test_an_l2_is_not_a_base(text_store: Store) -> None:
+    """tune and adapt start from an L0 or L1: an L2 as base is refused by name, before any work."""
+    from modelfab.adapt.api import adapt_model
+    from modelfab.adapt.config import AdaptConfig
+
+    tune(text_store, base="tiny-bert", data="reviews", name="l2-src", cfg=TuneConfig())
+    before = len(list_models(text_store))
+    with pytest.raises(ConfigError, match=r"^base: 'l2-src' is an L2 model \(task text-classification\); start from"):
+        tune(text_store, base="l2-src", data="reviews", name="l2-of-l2", cfg=TuneConfig())
+    with pytest.raises(ConfigError, match="start from an L0 or L1"):
+        adapt_model(text_store, "l2-src", "reviews", "l1-of-l2", AdaptConfig(objective="simcse", steps=1))
+    assert len(list_models(text_store)) == before
