@@ -10,7 +10,7 @@ import torch
 from pydantic import ValidationError
 
 from modelfab.compress import export_model, extract, load_predictor
-from modelfab.core.errors import ConfigError, DataError
+from modelfab.core.errors import ConfigError
 from modelfab.store.models import model_card
 from modelfab.store.store import Store
 from modelfab.tune.train import kd_loss
@@ -60,7 +60,7 @@ def test_distill_bad_input(st: Store) -> None:
         extract(st, "blobs-probe", "distill", {"student": "lite0-48", "method": "probe"})
     with pytest.raises(ValidationError, match="student"):
         extract(st, "blobs-probe", "distill", {})
-    with pytest.raises(DataError, match="not a backbone"):
+    with pytest.raises(ConfigError, match=r"'blobs-probe' is an L2 model .*start from an L0 or L1"):
         extract(st, "blobs-probe", "distill", {"student": "blobs-probe"})
     onnx = export_model(st, "blobs-probe", "onnx", name="blobs-probe-onnx").model
     with pytest.raises(ConfigError, match="use a tuned L2"):
