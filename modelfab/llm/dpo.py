@@ -24,25 +24,22 @@ from pydantic import Field
 from modelfab.core.errors import ConfigError, DataError
 from modelfab.llm.lm_eval import pair_scores, preference_metrics
 from modelfab.llm.models import render_chat
+from modelfab.llm.samples import Pair, encode_chat, ensure_chat_template, parse_pair
 from modelfab.llm.train_common import (
     Log,
     Meter,
-    Pair,
     TrainConfig,
     callbacks,
     check_name,
     checkpoint_to_resume,
     dataset_ref,
     drop_printer,
-    encode_chat,
-    ensure_chat_template,
     held_out_rows,
     last_logged,
     load_dataset,
     load_policy,
     metered,
     parameter_counts,
-    parse_pair,
     quiet_training,
     register_result,
     run_folder,

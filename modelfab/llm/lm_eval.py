@@ -24,7 +24,7 @@ import torch.nn.functional as F
 
 from modelfab.core.errors import ConfigError, DataError
 from modelfab.llm.models import check_messages, render_chat
-from modelfab.llm.train_common import Pair, Sample, encode_chat, encode_text
+from modelfab.llm.samples import Pair, Sample, encode_chat, encode_text
 
 if TYPE_CHECKING:
     from modelfab.store.store import Store
@@ -166,7 +166,7 @@ def preference_accuracy(module: Any, tokenizer: Any, pairs: Sequence[Pair | Mapp
                         reference_module: Any = None, max_length: int = 512, batch_size: int = 4) -> dict[str, Any]:
     """Held-out preference evaluation of ``module`` (see the module docstring).
 
-    ``pairs``: :class:`~modelfab.llm.train_common.Pair` or mappings ``{prompt: [messages], chosen, rejected}``.
+    ``pairs``: :class:`~modelfab.llm.samples.Pair` or mappings ``{prompt: [messages], chosen, rejected}``.
     Returns ``{"pairs", "preference_accuracy"}`` plus ``reward_accuracy`` and ``reward_margin`` when
     ``reference_module`` is given (it must share ``tokenizer``).
     """
@@ -185,7 +185,8 @@ def evaluate_registered(store: Store, model_ref: str, *, general_ref: str | None
     log-probabilities give the DPO implicit reward (it must use the same tokenizer).
     """
     from modelfab.llm.models import load_chat_model
-    from modelfab.llm.train_common import dataset_ref, general_samples, load_dataset, parse_pair, split_rows
+    from modelfab.llm.samples import general_samples, parse_pair
+    from modelfab.llm.train_common import dataset_ref, load_dataset, split_rows
 
     if not general_ref and not preferences_ref:
         raise ConfigError("give --general and/or --preferences: a dataset to evaluate on")

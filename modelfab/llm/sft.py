@@ -22,29 +22,31 @@ from pydantic import Field, model_validator
 
 from modelfab.core.errors import ConfigError, DataError
 from modelfab.llm.lm_eval import general_nll, regression_change
-from modelfab.llm.train_common import (
+from modelfab.llm.samples import (
     Chat,
+    Sample,
+    encode_chat,
+    encode_text,
+    ensure_chat_template,
+    fit_length,
+    general_samples,
+    parse_chat,
+)
+from modelfab.llm.train_common import (
     Log,
     Meter,
-    Sample,
     TrainConfig,
     callbacks,
     check_name,
     checkpoint_to_resume,
     dataset_ref,
     drop_printer,
-    encode_chat,
-    encode_text,
-    ensure_chat_template,
-    fit_length,
-    general_samples,
     held_out_rows,
     last_logged,
     load_dataset,
     load_policy,
     metered,
     parameter_counts,
-    parse_chat,
     quiet_training,
     register_result,
     run_folder,

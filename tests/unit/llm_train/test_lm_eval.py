@@ -11,8 +11,8 @@ import torch
 
 from modelfab.core.errors import DataError
 from modelfab.llm.lm_eval import general_nll, preference_accuracy, regression_change, regression_report
+from modelfab.llm.samples import encode_chat
 from modelfab.llm.sft import replay_draw
-from modelfab.llm.train_common import encode_chat
 from modelfab.zoo.lm.causal import import_transformers
 from tests.llm_fixtures import tiny_chat_dir
 
